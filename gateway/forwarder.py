@@ -1,0 +1,94 @@
+"""Byte-level forwarding of public calls to the backend service that serves them.
+
+Requests and responses are never parsed (identity serializers): the gateway adds one hop and no
+(de)serialization. The caller's deadline and metadata (trace context included) go with the call;
+a backend's status and rich error details come back unchanged; server streams are relayed message
+by message, as each arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+import grpc
+
+from gateway.routes import PUBLIC_ROUTES, Route, peek_resource_id
+from services.common.config import StackConfig
+from services.common.errors import StackmeshError
+from services.common.mesh import make_channel, MeshClient
+from services.common.registry_cache import RegistryCache
+
+__all__ = ["Forwarder"]
+
+log = logging.getLogger("stackmesh.gateway")
+# Hop-by-hop and transport headers that must not be copied to the next hop.
+_DROP_METADATA = {"content-type", "user-agent", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
+
+
+def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in (context.invocation_metadata() or ())
+                 if k not in _DROP_METADATA and not k.startswith(":"))
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < 1e8 else None
+
+
+async def _abort_from(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
+    trailing = tuple((k, v) for k, v in (err.trailing_metadata() or ()) if k == "grpc-status-details-bin")
+    await context.abort(err.code(), err.details() or "", trailing)
+
+
+class Forwarder(grpc.GenericRpcHandler):
+    def __init__(self, config: StackConfig, mesh: MeshClient, cache: RegistryCache) -> None:
+        self.config = config
+        self.mesh = mesh
+        self.cache = cache
+        self._provider_channels = {pid: make_channel(t.target) for pid, t in config.mesh.provider_services.items()}
+        self._handlers = {path: self._handler(path, route) for path, route in PUBLIC_ROUTES.items()}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+    async def close(self) -> None:
+        for channel in self._provider_channels.values():
+            await channel.close()
+
+    def _channel(self, route: Route, request: bytes) -> grpc.aio.Channel:
+        if route.resource_type and self._provider_channels:
+            identifier = peek_resource_id(request)
+            resource = self.cache.index.get(route.resource_type, identifier) if identifier else None
+            if resource is not None and resource.provider_id in self._provider_channels:
+                return self._provider_channels[resource.provider_id]
+            prefix = identifier.partition("/")[0]
+            if prefix in self._provider_channels:
+                return self._provider_channels[prefix]
+        return self.mesh.channel(route.backend)
+
+    def _handler(self, path: str, route: Route) -> grpc.RpcMethodHandler:
+        if route.client_streaming:
+            raise ValueError(f"{path}: client streaming is not forwarded")  # no public API uses it
+        if route.server_streaming:
+            async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+                call = self._channel(route, request).unary_stream(path)(
+                    request, timeout=_timeout(context), metadata=_forward_metadata(context))
+                try:
+                    async for message in call:
+                        yield message
+                except grpc.aio.AioRpcError as err:
+                    await _abort_from(context, err)
+                finally:
+                    call.cancel()  # the caller left: stop the backend too
+
+            return grpc.unary_stream_rpc_method_handler(stream)
+
+        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                return await self._channel(route, request).unary_unary(path)(
+                    request, timeout=_timeout(context), metadata=_forward_metadata(context))
+            except grpc.aio.AioRpcError as err:
+                await _abort_from(context, err)
+
+        return grpc.unary_unary_rpc_method_handler(unary)

@@ -1,0 +1,77 @@
+"""The mesh client: one gRPC channel per peer service, shared by everything in a process.
+
+Each channel balances round robin over every address of its target (a comma list of replicas, or
+``dns:///name:port`` re-resolved by gRPC when connections fail, which is what compose ``--scale``
+and Kubernetes headless Services need), and retries calls on UNAVAILABLE — except the few
+that are not idempotent (Unregister*), which a retry could turn into a spurious NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from services.common.config import MeshConfig
+from services.common.server import SERVER_OPTIONS
+
+__all__ = ["MeshClient", "channel_target", "make_channel", "NON_IDEMPOTENT_METHODS"]
+
+NON_IDEMPOTENT_METHODS: list[tuple[str, str]] = [
+    (f"stackmesh.registry.v1.{plural}Service", f"Unregister{name}")
+    for name, plural in [("Model", "Models"), ("Shield", "Shields"), ("VectorDB", "VectorDBs"),
+                         ("Dataset", "Datasets"), ("ScoringFunction", "ScoringFunctions"),
+                         ("Benchmark", "Benchmarks"), ("ToolGroup", "ToolGroups")]
+]
+
+_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{}],  # every method ...
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        },
+        # ... but these: no retry.
+        {"name": [{"service": s, "method": m} for s, m in NON_IDEMPOTENT_METHODS]},
+    ],
+})
+
+
+def channel_target(target: str) -> str:
+    """gRPC target for a config value: 'h:p', 'h1:p1,h2:p2' (replicas), or any gRPC URI."""
+    if "," in target and "://" not in target and not target.startswith(("ipv4:", "ipv6:")):
+        return "ipv4:" + target
+    return target
+
+
+def make_channel(target: str, extra_options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
+    options = [o for o in SERVER_OPTIONS if o[0].startswith("grpc.max_") or o[0].startswith("grpc.keepalive")]
+    options += [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
+                ("grpc.dns_min_time_between_resolutions_ms", 1000), *(extra_options or [])]
+    return grpc.aio.insecure_channel(channel_target(target), options=options)
+
+
+class MeshClient:
+    """Channels to the registry and the API services, by name, created on first use."""
+
+    def __init__(self, mesh: MeshConfig) -> None:
+        self.mesh = mesh
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = make_channel(self.mesh.target_of(name))
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

@@ -1,0 +1,111 @@
+"""What every API service does with its providers: build them from config, keep the registry
+informed of what they discover and how healthy they are.
+
+Discovery never blocks start-up: each provider lists in its own task, retried with backoff while
+unreachable (reported unhealthy meanwhile). ``refresh_models: true`` keeps re-listing on the
+provider's interval. A provider that returns None (cannot list) keeps its registry entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from services.common import catalog
+from services.common.config import StackConfig
+from services.common.errors import StackmeshError
+from services.common.mesh import MeshClient
+from services.common.protoutil import MODEL_TYPES, struct
+from stackmesh.common.v1 import common_pb2
+from stackmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+__all__ = ["build_providers", "ProviderSupervisor"]
+
+log = logging.getLogger("stackmesh.providers")
+T = common_pb2
+HEALTH_REPORT_SECONDS = 5.0
+
+
+def build_providers(api: str, config: StackConfig) -> dict[str, Any]:
+    """Instantiate every supported provider of ``api`` (configs were validated at load)."""
+    providers = {}
+    for entry in config.supported_providers(api):
+        spec = catalog.find_provider_spec(api, entry.provider_type)
+        provider_config = catalog.import_object(spec.config_class).model_validate(entry.config)
+        providers[entry.provider_id] = catalog.import_object(spec.impl)(entry.provider_id, provider_config,
+                                                                         dict(spec.defaults))
+    return providers
+
+
+class ProviderSupervisor:
+    def __init__(self, api: str, providers: dict[str, Any], mesh: MeshClient, default_interval: float) -> None:
+        self.api = api
+        self.providers = providers
+        self.stub = registry_pb2_grpc.RegistryServiceStub(mesh.channel("registry"))
+        self.default_interval = default_interval
+        self._failures: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for provider in self.providers.values():
+            await provider.initialize()
+            self._tasks.append(asyncio.create_task(self._discover(provider), name=f"discover-{provider.provider_id}"))
+        self._tasks.append(asyncio.create_task(self._report_health(), name="report-health"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for provider in self.providers.values():
+            await provider.shutdown()
+
+    async def _discover(self, provider: Any) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                models = await provider.list_models()
+                if models is not None:
+                    await self._sync(provider.provider_id, models)
+                self._failures.pop(provider.provider_id, None)
+                backoff = 1.0
+                if not provider.refresh_models:
+                    return
+                await asyncio.sleep(provider.refresh_interval_seconds or self.default_interval)
+            except asyncio.CancelledError:
+                raise
+            except (StackmeshError, grpc.aio.AioRpcError, OSError) as err:
+                reason = err.message if isinstance(err, StackmeshError) else str(err)
+                if self._failures.get(provider.provider_id) != reason:
+                    log.warning("discovery failed provider=%s retry_in=%.0fs reason=%s", provider.provider_id, backoff, reason)
+                self._failures[provider.provider_id] = reason
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max(60.0, provider.refresh_interval_seconds or 0))
+
+    async def _sync(self, provider_id: str, models: list[Any]) -> None:
+        resources = [T.Resource(provider_resource_id=m.provider_model_id, metadata=struct(m.metadata),
+                                model=T.ModelSpec(model_type=MODEL_TYPES.get(m.model_type, T.MODEL_TYPE_LLM)))
+                     for m in models]
+        reply = await self.stub.SyncDiscoveredResources(registry_pb2.SyncDiscoveredResourcesRequest(
+            provider_id=provider_id, type=T.RESOURCE_TYPE_MODEL, resources=resources), timeout=10, wait_for_ready=True)
+        if reply.added or reply.updated or reply.removed:
+            log.info("discovered provider=%s added=%d updated=%d removed=%d revision=%d",
+                     provider_id, reply.added, reply.updated, reply.removed, reply.revision)
+
+    async def _report_health(self) -> None:
+        while True:
+            reports = []
+            for provider_id, provider in self.providers.items():
+                healthy, message = await provider.health()
+                if provider_id in self._failures:
+                    healthy, message = False, self._failures[provider_id]
+                reports.append(registry_pb2.ProviderHealthReport(
+                    api=self.api, provider_id=provider_id, message=message,
+                    health=T.PROVIDER_HEALTH_HEALTHY if healthy else T.PROVIDER_HEALTH_UNHEALTHY))
+            try:
+                await self.stub.ReportProviderHealth(registry_pb2.ReportProviderHealthRequest(reports=reports), timeout=5)
+            except grpc.aio.AioRpcError:
+                pass  # the registry is down; the next round reports again
+            await asyncio.sleep(HEALTH_REPORT_SECONDS)

@@ -1,0 +1,115 @@
+"""Durable storage of the registry: resources plus an ordered change log, in SQLite (WAL).
+
+Every mutation batch is one transaction: the resources table and the change log move together,
+and the revision counter is the change log's primary key, so a crash (even ``kill -9``) leaves
+either the whole batch or none of it. ``synchronous=FULL`` makes an acknowledged commit survive
+power loss too, not only a process crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sqlite3
+import time
+from typing import Iterable
+
+from stackmesh.common.v1 import common_pb2
+
+__all__ = ["Change", "SqliteRegistryStore", "OP_PUT", "OP_DELETE"]
+
+Resource = common_pb2.Resource
+OP_PUT = 1
+OP_DELETE = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stackmesh_resources (
+    type INTEGER NOT NULL,
+    identifier TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (type, identifier)
+);
+CREATE TABLE IF NOT EXISTS stackmesh_changes (
+    revision INTEGER PRIMARY KEY,
+    op INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    revision: int
+    op: int  # OP_PUT | OP_DELETE
+    resource: Resource
+
+
+class SqliteRegistryStore:
+    """The embedded default store; one writer process (the registry)."""
+
+    def __init__(self, path: str | pathlib.Path, keep_changes: int = 100_000) -> None:
+        self.path = pathlib.Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.keep_changes = keep_changes
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> tuple[list[Resource], int]:
+        resources = [Resource.FromString(body) for (body,) in
+                     self._db.execute("SELECT body FROM stackmesh_resources")]
+        row = self._db.execute("SELECT MAX(revision) FROM stackmesh_changes").fetchone()
+        return resources, int(row[0] or 0)
+
+    def apply(self, puts: Iterable[Resource], deletes: Iterable[Resource], revision: int) -> list[Change]:
+        """Commit ``puts`` and ``deletes`` as one transaction; revisions continue from ``revision``.
+
+        Each resource in ``puts`` gets its revision (and update time) set in place."""
+        changes: list[Change] = []
+        now = time.time()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for resource in puts:
+                revision += 1
+                resource.revision = revision
+                resource.update_time.FromNanoseconds(int(now * 1e9))
+                if not resource.HasField("create_time"):
+                    resource.create_time.FromNanoseconds(int(now * 1e9))
+                body = resource.SerializeToString()
+                self._db.execute(
+                    "INSERT INTO stackmesh_resources (type, identifier, revision, body) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (type, identifier) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+                    (resource.type, resource.identifier, revision, body))
+                self._db.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (?, ?, ?)",
+                                 (revision, OP_PUT, body))
+                changes.append(Change(revision, OP_PUT, resource))
+            for resource in deletes:
+                revision += 1
+                self._db.execute("DELETE FROM stackmesh_resources WHERE type = ? AND identifier = ?",
+                                 (resource.type, resource.identifier))
+                self._db.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (?, ?, ?)",
+                                 (revision, OP_DELETE, resource.SerializeToString()))
+                changes.append(Change(revision, OP_DELETE, resource))
+            if changes and revision % 1000 < len(changes):  # trim the log now and then, not every write
+                self._db.execute("DELETE FROM stackmesh_changes WHERE revision <= ?", (revision - self.keep_changes,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return changes
+
+    def changes_since(self, revision: int) -> list[Change] | None:
+        """Changes after ``revision``, or None when the log no longer reaches back that far."""
+        row = self._db.execute("SELECT MIN(revision) FROM stackmesh_changes").fetchone()
+        oldest = row[0]
+        if oldest is not None and revision < oldest - 1:
+            return None
+        return [Change(rev, op, Resource.FromString(body)) for rev, op, body in self._db.execute(
+            "SELECT revision, op, body FROM stackmesh_changes WHERE revision > ? ORDER BY revision", (revision,))]

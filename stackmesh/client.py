@@ -1,0 +1,170 @@
+"""A small typed Python client for a stackmesh gateway (used by the CLI and the tests).
+
+    from stackmesh.client import StackmeshClient
+    with StackmeshClient("127.0.0.1:50051") as sm:
+        print(sm.chat("SmolLM2-135M-Instruct", "What is the capital of France?"))
+        vector = sm.embed("all-MiniLM-L6-v2", ["hello"])[0]
+
+Errors arrive as ``StackmeshClientError`` with the gRPC code, the message and the server's
+``ErrorInfo`` reason and metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from stackmesh.common.v1 import common_pb2
+from stackmesh.inference.v1 import inference_pb2 as ipb, inference_pb2_grpc
+from stackmesh.registry.v1 import registry_pb2 as rpb, registry_pb2_grpc
+
+__all__ = ["StackmeshClient", "StackmeshClientError", "DEFAULT_URL", "RESOURCE_COLLECTIONS"]
+
+DEFAULT_URL = "127.0.0.1:50051"
+MODEL_TYPES = {"llm": common_pb2.MODEL_TYPE_LLM, "embedding": common_pb2.MODEL_TYPE_EMBEDDING,
+               "rerank": common_pb2.MODEL_TYPE_RERANK}
+
+# CLI collection name -> (stub, Name, Plural, list response field)
+RESOURCE_COLLECTIONS: dict[str, tuple[Any, str, str, str]] = {
+    "models": (registry_pb2_grpc.ModelsServiceStub, "Model", "Models", "models"),
+    "shields": (registry_pb2_grpc.ShieldsServiceStub, "Shield", "Shields", "shields"),
+    "vector-dbs": (registry_pb2_grpc.VectorDBsServiceStub, "VectorDB", "VectorDBs", "vector_dbs"),
+    "datasets": (registry_pb2_grpc.DatasetsServiceStub, "Dataset", "Datasets", "datasets"),
+    "scoring-functions": (registry_pb2_grpc.ScoringFunctionsServiceStub, "ScoringFunction", "ScoringFunctions",
+                          "scoring_functions"),
+    "benchmarks": (registry_pb2_grpc.BenchmarksServiceStub, "Benchmark", "Benchmarks", "benchmarks"),
+    "toolgroups": (registry_pb2_grpc.ToolGroupsServiceStub, "ToolGroup", "ToolGroups", "tool_groups"),
+}
+
+
+@dataclasses.dataclass
+class StackmeshClientError(Exception):
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> "StackmeshClientError":
+        reason, metadata = "", {}
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+        return cls(err.code(), err.details() or "", reason, metadata)  # type: ignore[attr-defined]
+
+
+def _call(fn: Any, request: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(request, **kwargs)
+    except grpc.RpcError as err:
+        raise StackmeshClientError.from_rpc_error(err) from None
+
+
+class StackmeshClient:
+    def __init__(self, url: str | None = None, timeout: float = 120.0) -> None:
+        self.url = url or os.environ.get("STACKMESH_URL") or DEFAULT_URL
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(self.url, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
+        self.providers_stub = registry_pb2_grpc.ProvidersServiceStub(self.channel)
+
+    def __enter__(self) -> "StackmeshClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # ------------------------------------------------------------------ resources
+    def list(self, collection: str, provider_id: str = "") -> list[common_pb2.Resource]:
+        stub_cls, _, plural, field = RESOURCE_COLLECTIONS[collection]
+        stub = stub_cls(self.channel)
+        request_cls = getattr(rpb, f"List{plural}Request")
+        out, token = [], ""
+        while True:
+            reply = _call(getattr(stub, f"List{plural}"), request_cls(page_token=token, provider_id=provider_id),
+                          timeout=self.timeout)
+            out.extend(getattr(reply, field))
+            token = reply.next_page_token
+            if not token:
+                return out
+
+    def get(self, collection: str, identifier: str) -> common_pb2.Resource:
+        stub_cls, name, _, _ = RESOURCE_COLLECTIONS[collection]
+        request_cls = getattr(rpb, f"Get{name}Request")
+        id_field = request_cls.DESCRIPTOR.fields[0].name
+        reply = _call(getattr(stub_cls(self.channel), f"Get{name}"), request_cls(**{id_field: identifier}),
+                      timeout=self.timeout)
+        return getattr(reply, reply.DESCRIPTOR.fields[0].name)
+
+    def unregister(self, collection: str, identifier: str) -> None:
+        stub_cls, name, _, _ = RESOURCE_COLLECTIONS[collection]
+        request_cls = getattr(rpb, f"Unregister{name}Request")
+        id_field = request_cls.DESCRIPTOR.fields[0].name
+        _call(getattr(stub_cls(self.channel), f"Unregister{name}"), request_cls(**{id_field: identifier}),
+              timeout=self.timeout)
+
+    def register_model(self, model_id: str, *, provider_id: str = "", provider_model_id: str = "",
+                       model_type: str = "llm", metadata: dict[str, Any] | None = None) -> common_pb2.Resource:
+        meta = struct_pb2.Struct()
+        meta.update(metadata or {})
+        request = rpb.RegisterModelRequest(model_id=model_id, provider_id=provider_id,
+                                           provider_model_id=provider_model_id,
+                                           model_type=MODEL_TYPES[model_type], metadata=meta)
+        return _call(registry_pb2_grpc.ModelsServiceStub(self.channel).RegisterModel, request,
+                     timeout=self.timeout).model
+
+    def providers(self, api: str = "") -> list[common_pb2.Provider]:
+        return list(_call(self.providers_stub.ListProviders, rpb.ListProvidersRequest(api=api),
+                          timeout=self.timeout).providers)
+
+    # ------------------------------------------------------------------ inference
+    @staticmethod
+    def chat_request(model: str, prompt: str | list[dict[str, str]], *, system: str | None = None,
+                     max_tokens: int | None = None, temperature: float | None = None) -> ipb.ChatCompletionRequest:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        if system:
+            messages = [{"role": "system", "content": system}, *messages]
+        sampling = ipb.SamplingParams()
+        if max_tokens is not None:
+            sampling.max_tokens = max_tokens
+        if temperature is not None:
+            sampling.temperature = temperature
+        return ipb.ChatCompletionRequest(model=model, messages=[ipb.ChatMessage(**m) for m in messages],
+                                         sampling=sampling)
+
+    def chat(self, model: str, prompt: str | list[dict[str, str]], **kwargs: Any) -> str:
+        reply = _call(self.inference.ChatCompletion, self.chat_request(model, prompt, **kwargs), timeout=self.timeout)
+        return reply.choices[0].message.content
+
+    def stream_chat(self, model: str, prompt: str | list[dict[str, str]], **kwargs: Any) -> Iterator[str]:
+        call = self.inference.StreamChatCompletion(self.chat_request(model, prompt, **kwargs), timeout=self.timeout)
+        try:
+            for chunk in call:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        yield choice.delta.content
+        except grpc.RpcError as err:
+            raise StackmeshClientError.from_rpc_error(err) from None
+
+    def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        reply = _call(self.inference.Embeddings, ipb.EmbeddingsRequest(model=model, input=inputs), timeout=self.timeout)
+        return [list(item.embedding) for item in reply.data]
+
+    @staticmethod
+    def to_dict(message: Any) -> dict[str, Any]:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
