@@ -118,7 +118,7 @@ class ServiceHost:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 
-    async def start(self) -> int:
+    async def start(self, install_signal_handlers: bool = True) -> int:
         names = [*self.service_names, *self.extra_reflection_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
@@ -127,11 +127,8 @@ class ServiceHost:
             raise OSError(f"{self.name}: cannot bind {self.host}")
         await self.server.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._stopping.set)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-                pass
+        for sig in (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ():
+            loop.add_signal_handler(sig, self._stopping.set)
         log.info("listening name=%s address=%s:%d", self.name, self.host, self.port)
         # One machine-readable line the launcher and tests wait for.
         print(f"READY {self.name} {self.host}:{self.port}", flush=True)

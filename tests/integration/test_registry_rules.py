@@ -1,0 +1,324 @@
+"""The registry rules of DESIGN §2, one test each, over real gRPC on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from services.common.errors import error_info_from_rpc_error
+from stackmesh.common.v1 import common_pb2 as cpb
+from stackmesh.registry.v1 import registry_pb2 as rpb, registry_pb2_grpc as rgrpc
+from tests.conftest import make_config
+
+LLM, EMB = cpb.MODEL_TYPE_LLM, cpb.MODEL_TYPE_EMBEDDING
+
+
+def meta(**values) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+async def start(inproc, tmp_path, **kwargs):
+    host, core = await inproc.registry(make_config(tmp_path, **kwargs))
+    channel = inproc.channel(host.port)
+    return core, rgrpc.ModelsServiceStub(channel), rgrpc.RegistryServiceStub(channel), channel
+
+
+async def expect_error(coro, code: grpc.StatusCode) -> tuple[str, str, dict]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await coro
+    err = caught.value
+    assert err.code() == code, err.details()
+    info = error_info_from_rpc_error(err)
+    assert info is not None and info.domain == "stackmesh.dev"
+    return err.details(), info.reason, dict(info.metadata)
+
+
+async def test_identifier_is_verbatim_and_provider_model_id_defaults_to_it(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id="My/Model v1", provider_id="llama-cpp"))
+    assert reply.model.identifier == "My/Model v1"
+    assert reply.model.provider_resource_id == "My/Model v1"
+    assert reply.model.source == cpb.RESOURCE_SOURCE_REGISTERED
+    got = await models.GetModel(rpb.GetModelRequest(model_id="My/Model v1"))
+    assert got.model.model.model_type == LLM
+
+
+async def test_discovered_models_are_named_provider_slash_model(inproc, tmp_path):
+    core, models, registry, _ = await start(inproc, tmp_path)
+    await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+        provider_id="llama-cpp", type=cpb.RESOURCE_TYPE_MODEL,
+        resources=[cpb.Resource(provider_resource_id="tiny", model=cpb.ModelSpec(model_type=LLM))]))
+    got = await models.GetModel(rpb.GetModelRequest(model_id="llama-cpp/tiny"))
+    assert got.model.source == cpb.RESOURCE_SOURCE_DISCOVERED
+    assert got.model.provider_id == "llama-cpp" and got.model.provider_resource_id == "tiny"
+    # The short name resolves too, because exactly one model has that provider id.
+    resolved = await registry.ResolveResource(rpb.ResolveResourceRequest(type=cpb.RESOURCE_TYPE_MODEL, identifier="tiny"))
+    assert resolved.resource.identifier == "llama-cpp/tiny"
+
+
+async def test_provider_slash_x_routes_without_registration(inproc, tmp_path):
+    _, _, registry, _ = await start(inproc, tmp_path)
+    reply = await registry.ResolveResource(rpb.ResolveResourceRequest(
+        type=cpb.RESOURCE_TYPE_MODEL, identifier="llama-cpp/some-unregistered.gguf"))
+    assert reply.resource.provider_id == "llama-cpp"
+    assert reply.resource.provider_resource_id == "some-unregistered.gguf"
+    # A prefix that is not a configured provider is just an unknown id.
+    await expect_error(registry.ResolveResource(rpb.ResolveResourceRequest(
+        type=cpb.RESOURCE_TYPE_MODEL, identifier="nosuch/x")), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_ambiguous_short_name_is_an_error_listing_candidates(inproc, tmp_path):
+    _, models, registry, _ = await start(inproc, tmp_path)
+    for provider in ("llama-cpp", "sentence-transformers"):
+        await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+            provider_id=provider, type=cpb.RESOURCE_TYPE_MODEL, resources=[cpb.Resource(provider_resource_id="twin")]))
+    message, reason, metadata = await expect_error(registry.ResolveResource(rpb.ResolveResourceRequest(
+        type=cpb.RESOURCE_TYPE_MODEL, identifier="twin")), grpc.StatusCode.FAILED_PRECONDITION)
+    assert reason == "AMBIGUOUS_RESOURCE"
+    assert "llama-cpp/twin" in message and "sentence-transformers/twin" in message
+
+
+async def test_provider_omitted_with_one_candidate_uses_it(inproc, tmp_path):
+    providers = {"inference": [{"provider_id": "only", "provider_type": "inline::llama-cpp"}]}
+    _, models, _, _ = await start(inproc, tmp_path, providers=providers)
+    reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id="m"))
+    assert reply.model.provider_id == "only"
+
+
+async def test_provider_omitted_with_several_candidates_fails_listing_them(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    message, reason, metadata = await expect_error(
+        models.RegisterModel(rpb.RegisterModelRequest(model_id="m")), grpc.StatusCode.FAILED_PRECONDITION)
+    assert reason == "AMBIGUOUS_PROVIDER"
+    assert "llama-cpp" in message and "sentence-transformers" in message
+    assert metadata["candidates"] == "llama-cpp,sentence-transformers"
+
+
+async def test_unknown_provider_is_not_found_and_names_the_configured_ones(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    message, reason, _ = await expect_error(
+        models.RegisterModel(rpb.RegisterModelRequest(model_id="m", provider_id="nope")), grpc.StatusCode.NOT_FOUND)
+    assert reason == "PROVIDER_NOT_FOUND" and "llama-cpp" in message
+
+
+async def test_reregistering_the_same_spec_is_a_noop(inproc, tmp_path):
+    core, models, _, _ = await start(inproc, tmp_path)
+    request = rpb.RegisterModelRequest(model_id="e", provider_id="sentence-transformers", model_type=EMB,
+                                       metadata=meta(embedding_dimension=384))
+    first = await models.RegisterModel(request)
+    revision = core.revision
+    second = await models.RegisterModel(request)
+    assert second.model == first.model
+    assert core.revision == revision
+
+
+async def test_reregistering_a_different_spec_names_the_differing_fields(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="e", provider_id="sentence-transformers",
+                                                        model_type=EMB, metadata=meta(embedding_dimension=384)))
+    message, reason, metadata = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
+        model_id="e", provider_id="sentence-transformers", provider_model_id="other", model_type=EMB,
+        metadata=meta(embedding_dimension=768))), grpc.StatusCode.ALREADY_EXISTS)
+    assert reason == "RESOURCE_EXISTS"
+    assert set(metadata["differing_fields"].split(",")) == {"provider_resource_id", "metadata"}
+    assert "provider_resource_id" in message and "metadata" in message
+
+
+async def test_embedding_model_without_dimension_is_rejected(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    message, reason, _ = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
+        model_id="e", provider_id="sentence-transformers", model_type=EMB)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "EMBEDDING_DIMENSION_MISSING" and "embedding_dimension" in message
+
+
+async def test_not_found_has_a_hint_how_to_list(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    message, reason, _ = await expect_error(models.GetModel(rpb.GetModelRequest(model_id="ghost")),
+                                            grpc.StatusCode.NOT_FOUND)
+    assert "stackmesh models list" in message and reason == "RESOURCE_NOT_FOUND"
+    await expect_error(models.UnregisterModel(rpb.UnregisterModelRequest(model_id="ghost")), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_vector_db_needs_an_embedding_model_of_matching_dimension(inproc, tmp_path):
+    providers = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
+                 "vector_io": [{"provider_id": "faiss", "provider_type": "inline::faiss"}]}
+    _, models, _, channel = await start(inproc, tmp_path, providers=providers)
+    vdbs = rgrpc.VectorDBsServiceStub(channel)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="llm", model_type=LLM))
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
+    _, reason, _ = await expect_error(vdbs.RegisterVectorDB(rpb.RegisterVectorDBRequest(
+        vector_db_id="v", embedding_model="llm")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "NOT_AN_EMBEDDING_MODEL"
+    _, reason, _ = await expect_error(vdbs.RegisterVectorDB(rpb.RegisterVectorDBRequest(
+        vector_db_id="v", embedding_model="emb", embedding_dimension=768)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "DIMENSION_MISMATCH"
+    ok = await vdbs.RegisterVectorDB(rpb.RegisterVectorDBRequest(vector_db_id="v", embedding_model="emb"))
+    assert ok.vector_db.vector_db.embedding_dimension == 384
+
+
+async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp_path):
+    providers = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
+                 "safety": [{"provider_id": "llama-guard", "provider_type": "inline::llama-guard"}],
+                 "vector_io": [{"provider_id": "faiss", "provider_type": "inline::faiss"}],
+                 "datasetio": [{"provider_id": "localfs", "provider_type": "inline::localfs"}],
+                 "scoring": [{"provider_id": "basic", "provider_type": "inline::basic"}],
+                 "eval": [{"provider_id": "meta-reference", "provider_type": "inline::meta-reference"}],
+                 "tool_runtime": [{"provider_id": "mcp", "provider_type": "remote::model-context-protocol"}]}
+    _, models, _, channel = await start(inproc, tmp_path, providers=providers)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
+    cases = [
+        ("Shield", "Shields", "shield", rpb.RegisterShieldRequest(shield_id="x", provider_shield_id="emb")),
+        ("VectorDB", "VectorDBs", "vector_db", rpb.RegisterVectorDBRequest(vector_db_id="x", embedding_model="emb")),
+        ("Dataset", "Datasets", "dataset", rpb.RegisterDatasetRequest(dataset_id="x", purpose="eval/question-answer",
+                                                                      uri="file:///tmp/qa.jsonl")),
+        ("ScoringFunction", "ScoringFunctions", "scoring_fn",
+         rpb.RegisterScoringFunctionRequest(scoring_fn_id="x", description="d", return_type="number")),
+        ("Benchmark", "Benchmarks", "benchmark", rpb.RegisterBenchmarkRequest(benchmark_id="x", dataset_id="x",
+                                                                              scoring_functions=["basic::equality"])),
+        ("ToolGroup", "ToolGroups", "toolgroup", rpb.RegisterToolGroupRequest(toolgroup_id="x",
+                                                                              mcp_endpoint="http://127.0.0.1:1/mcp")),
+    ]
+    for name, plural, id_prefix, request in cases:
+        stub = getattr(rgrpc, f"{plural}ServiceStub")(channel)
+        registered = await getattr(stub, f"Register{name}")(request)
+        resource = getattr(registered, registered.DESCRIPTOR.fields[0].name)
+        assert resource.identifier == "x" and resource.provider_id, name
+        id_field = f"{id_prefix}_id"
+        got = await getattr(stub, f"Get{name}")(getattr(rpb, f"Get{name}Request")(**{id_field: "x"}))
+        assert getattr(got, got.DESCRIPTOR.fields[0].name) == resource
+        listed = await getattr(stub, f"List{plural}")(getattr(rpb, f"List{plural}Request")())
+        assert [r.identifier for r in getattr(listed, listed.DESCRIPTOR.fields[0].name)] == ["x"]
+        await getattr(stub, f"Unregister{name}")(getattr(rpb, f"Unregister{name}Request")(**{id_field: "x"}))
+        await expect_error(getattr(stub, f"Get{name}")(getattr(rpb, f"Get{name}Request")(**{id_field: "x"})),
+                           grpc.StatusCode.NOT_FOUND)
+
+
+async def test_list_pages_through_everything_once(inproc, tmp_path):
+    _, models, _, _ = await start(inproc, tmp_path)
+    for i in range(25):
+        await models.RegisterModel(rpb.RegisterModelRequest(model_id=f"m{i:02d}", provider_id="llama-cpp"))
+    seen, token = [], ""
+    while True:
+        page = await models.ListModels(rpb.ListModelsRequest(page_size=7, page_token=token))
+        assert len(page.models) <= 7
+        seen += [m.identifier for m in page.models]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"m{i:02d}" for i in range(25)]
+    await expect_error(models.ListModels(rpb.ListModelsRequest(page_token="%%%")), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_revisions_increase_and_watch_streams_every_change(inproc, tmp_path):
+    core, models, registry, _ = await start(inproc, tmp_path)
+    watch = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=0))
+    first = await watch.read()
+    assert first.event_type == rpb.WATCH_EVENT_TYPE_RESET
+    assert (await watch.read()).event_type == rpb.WATCH_EVENT_TYPE_SYNCED
+    revisions = []
+    for name in ("a", "b"):
+        reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id=name, provider_id="llama-cpp"))
+        revisions.append(reply.model.revision)
+    await models.UnregisterModel(rpb.UnregisterModelRequest(model_id="a"))
+    events = [await asyncio.wait_for(watch.read(), 2) for _ in range(3)]
+    assert [(e.event_type, e.resource.identifier) for e in events] == [
+        (rpb.WATCH_EVENT_TYPE_PUT, "a"), (rpb.WATCH_EVENT_TYPE_PUT, "b"), (rpb.WATCH_EVENT_TYPE_DELETE, "a")]
+    assert [e.revision for e in events] == sorted(e.revision for e in events)
+    assert revisions[0] < revisions[1] < events[2].revision == core.revision
+    watch.cancel()
+    # Resuming from a revision replays exactly what came after it.
+    resumed = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=revisions[0]))
+    replay = [await resumed.read() for _ in range(3)]
+    assert [(e.event_type, e.resource.identifier) for e in replay[:2]] == [
+        (rpb.WATCH_EVENT_TYPE_PUT, "b"), (rpb.WATCH_EVENT_TYPE_DELETE, "a")]
+    assert replay[2].event_type == rpb.WATCH_EVENT_TYPE_SYNCED and replay[2].revision == core.revision
+    resumed.cancel()
+
+
+async def test_discovery_sync_is_one_atomic_diff_and_never_touches_registered(inproc, tmp_path):
+    core, models, registry, _ = await start(inproc, tmp_path)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="llama-cpp/keep", provider_id="llama-cpp",
+                                                        provider_model_id="keep"))
+
+    async def sync(*names, **metadata):
+        return await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+            provider_id="llama-cpp", type=cpb.RESOURCE_TYPE_MODEL,
+            resources=[cpb.Resource(provider_resource_id=n, metadata=meta(**metadata)) for n in names]))
+
+    reply = await sync("a", "b", "keep")
+    assert (reply.added, reply.updated, reply.removed) == (2, 0, 0)  # "keep" is the user's: untouched
+    watch = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=reply.revision))
+    assert (await watch.read()).event_type == rpb.WATCH_EVENT_TYPE_SYNCED
+    reply = await sync("b", "c", context_length=4096)  # a removed, b changed, c added
+    assert (reply.added, reply.updated, reply.removed) == (1, 1, 1)
+    events = [await asyncio.wait_for(watch.read(), 2) for _ in range(3)]
+    # b is updated in place (a PUT): there is no moment where it is missing.
+    assert [(e.event_type, e.resource.identifier) for e in events] == [
+        (rpb.WATCH_EVENT_TYPE_PUT, "llama-cpp/b"), (rpb.WATCH_EVENT_TYPE_PUT, "llama-cpp/c"),
+        (rpb.WATCH_EVENT_TYPE_DELETE, "llama-cpp/a")]
+    watch.cancel()
+    reply = await sync()  # a provider that lists nothing loses its discovered entries
+    assert reply.removed == 2
+    listed = await models.ListModels(rpb.ListModelsRequest())
+    assert [m.identifier for m in listed.models] == ["llama-cpp/keep"]
+    assert listed.models[0].source == cpb.RESOURCE_SOURCE_REGISTERED
+
+
+async def test_config_is_the_source_of_truth_for_config_resources(inproc, tmp_path):
+    resources = {"models": [
+        {"model_id": "cfg-a", "provider_id": "llama-cpp"},
+        {"model_id": "cfg-b", "provider_id": "llama-cpp", "metadata": {"v": 1}},
+    ]}
+    host, core = await inproc.registry(make_config(tmp_path, resources=resources))
+    models = rgrpc.ModelsServiceStub(inproc.channel(host.port))
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="mine", provider_id="llama-cpp"))
+    assert (await models.GetModel(rpb.GetModelRequest(model_id="cfg-a"))).model.source == cpb.RESOURCE_SOURCE_CONFIG
+    await host.stop()
+    # Restart with cfg-a removed from the file and cfg-b changed.
+    changed = {"models": [{"model_id": "cfg-b", "provider_id": "llama-cpp", "metadata": {"v": 2}}]}
+    host, core = await inproc.registry(make_config(tmp_path, resources=changed))
+    models = rgrpc.ModelsServiceStub(inproc.channel(host.port))
+    listed = {m.identifier: m for m in (await models.ListModels(rpb.ListModelsRequest())).models}
+    assert set(listed) == {"cfg-b", "mine"}
+    assert listed["cfg-b"].metadata["v"] == 2
+    assert listed["mine"].source == cpb.RESOURCE_SOURCE_REGISTERED
+
+
+async def test_config_resource_with_ambiguous_provider_fails_start_with_its_path(inproc, tmp_path):
+    from services.common.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        await inproc.registry(make_config(tmp_path, resources={"models": [{"model_id": "x"}]}))
+    assert caught.value.path == "registered_resources.models[0]"
+    assert "llama-cpp" in caught.value.message
+
+
+async def test_watch_reaches_the_gateway_cache_quickly(inproc, tmp_path):
+    import time
+
+    from services.common.config import ServiceTarget
+
+    config = make_config(tmp_path)
+    host, core = await inproc.registry(config)
+    config.mesh.registry = ServiceTarget(target=f"127.0.0.1:{host.port}")
+    gw_host, forwarder = await inproc.gateway(config)
+    assert await forwarder.cache.wait_synced(5)
+    models = rgrpc.ModelsServiceStub(inproc.channel(gw_host.port))  # registration through the gateway
+    started = time.perf_counter()
+    reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id="fresh", provider_id="llama-cpp"))
+    await forwarder.cache.wait_revision(reply.model.revision, timeout=1.0)
+    elapsed = time.perf_counter() - started
+    assert forwarder.cache.index.get(cpb.RESOURCE_TYPE_MODEL, "fresh") is not None
+    assert elapsed < 1.0
+    await models.UnregisterModel(rpb.UnregisterModelRequest(model_id="fresh"))
+    await asyncio.wait_for(_until(lambda: forwarder.cache.index.get(cpb.RESOURCE_TYPE_MODEL, "fresh") is None), 1.0)
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
