@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 from typing import Any, Literal
 
 import pydantic
@@ -219,35 +220,65 @@ class StackConfig(BaseModel):
         return pathlib.Path(f"~/.stackmesh/{self.name}/registry.db").expanduser()
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
+class _Paths:
+    """Turns a location in the processed data back into the key path of the file: entries dropped
+    before validation (disabled providers, unnamed resources) and legacy top-level resource lists
+    moved under registered_resources must not shift or rename what the error names."""
+
+    def __init__(self) -> None:
+        self.kept_indices: dict[str, list[int]] = {}
+        self.moved: dict[str, str] = {}  # processed prefix -> file prefix
+
+    def to_file(self, path: str) -> str:
+        out, last = "", 0
+        for match in re.finditer(r"\[(\d+)\]", path):
+            out += path[last:match.start()]
+            kept = self.kept_indices.get(path[:match.start()])
+            index = int(match.group(1))
+            out += f"[{kept[index] if kept and index < len(kept) else index}]"
+            last = match.end()
+        out += path[last:]
+        for processed, original in self.moved.items():
+            if out == processed or out.startswith(processed + "[") or out.startswith(processed + "."):
+                return original + out[len(processed):]
+        return out
+
+
+def _format_loc(loc: tuple[Any, ...], data: Any, last_kind: str) -> str:
+    """Dotted path of ``loc``, leaving out pydantic's union tags (``int``, ``function-after``...):
+    only parts that exist in the data are kept, plus a missing key at the end."""
+    out, current = "", data
+    for n, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(current, list) and 0 <= part < len(current):
             out += f"[{part}]"
-        else:
+            current = current[part]
+        elif isinstance(part, str) and isinstance(current, dict) and part in current:
+            out += f".{part}" if out else part
+            current = current[part]
+        elif n == len(loc) - 1 and last_kind == "missing":
             out += f".{part}" if out else str(part)
     return out
 
 
-def _raise_validation(err: pydantic.ValidationError, prefix: str = "") -> None:
+def _raise_validation(err: pydantic.ValidationError, data: Any, prefix: str, paths: _Paths) -> None:
     first = err.errors()[0]
-    loc = _format_loc(tuple(p for p in first["loc"] if p not in ("function-after",)))
-    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    loc = _format_loc(tuple(first["loc"]), data, first["type"])
+    path = paths.to_file(f"{prefix}.{loc}" if prefix and loc else (prefix or loc))
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling; see the provider's config fields)"
+        message = "unknown key (check the spelling and the allowed keys in the README)"
     raise ConfigError(path, message) from None
 
 
-def _validate_provider_configs(config: StackConfig) -> None:
+def _validate_provider_configs(config: StackConfig, paths: _Paths) -> None:
     for api, entries in config.providers.items():
         seen: dict[str, str] = {}  # ids are unique per API (Llama Stack reuses meta-reference across APIs)
         for i, entry in enumerate(entries):
             path = f"providers.{api}[{i}]"
             if entry.provider_id in seen:
-                raise ConfigError(f"{path}.provider_id",
+                raise ConfigError(paths.to_file(f"{path}.provider_id"),
                                   f"provider_id '{entry.provider_id}' is already used by {seen[entry.provider_id]}")
-            seen[entry.provider_id] = path
+            seen[entry.provider_id] = paths.to_file(path)
             if api not in catalog.API_SERVICES:
                 reason = f"stackmesh does not serve the '{api}' API yet"
                 config.unsupported.append(UnsupportedProvider(api, entry.provider_id, entry.provider_type, reason))
@@ -261,29 +292,37 @@ def _validate_provider_configs(config: StackConfig) -> None:
             try:
                 catalog.import_object(spec.config_class).model_validate(entry.config)
             except pydantic.ValidationError as err:
-                _raise_validation(err, f"{path}.config")
+                _raise_validation(err, entry.config, f"{path}.config", paths)
 
 
-def _drop_unnamed_resources(raw: dict[str, Any], skipped: list[str]) -> None:
-    """A resource whose id resolved empty is dropped (Llama Stack's conditional resources)."""
-    id_keys = {"models": "model_id", "shields": "shield_id", "vector_dbs": "vector_db_id",
-               "vector_stores": "vector_store_id", "datasets": "dataset_id", "scoring_fns": "scoring_fn_id",
-               "benchmarks": "benchmark_id", "tool_groups": "toolgroup_id"}
+_RESOURCE_ID_KEYS = {"models": ("model_id",), "shields": ("shield_id",),
+                     "vector_dbs": ("vector_db_id", "vector_store_id"),
+                     "vector_stores": ("vector_store_id", "vector_db_id"), "datasets": ("dataset_id",),
+                     "scoring_fns": ("scoring_fn_id",), "benchmarks": ("benchmark_id",),
+                     "tool_groups": ("toolgroup_id",)}
+
+
+def _drop_unnamed_resources(raw: dict[str, Any], skipped: list[str], paths: _Paths) -> None:
+    """A resource whose id key is present but resolved empty is dropped (Llama Stack's conditional
+    resources). A missing id key is left for validation to report."""
     resources = raw.get("registered_resources")
     if not isinstance(resources, dict):
         return
-    for kind, key in id_keys.items():
+    for kind, keys in _RESOURCE_ID_KEYS.items():
         entries = resources.get(kind)
         if not isinstance(entries, list):
             continue
-        kept = []
+        kept, kept_indices = [], []
+        list_path = f"registered_resources.{kind}"
         for i, entry in enumerate(entries):
-            if isinstance(entry, dict) and not entry.get(key) and not entry.get("vector_db_id"):
-                skipped.append(f"registered_resources.{kind}[{i}] (empty {key})")
+            present = [k for k in keys if isinstance(entry, dict) and k in entry]
+            if present and all(entry[k] in (None, "") for k in present):
+                skipped.append(f"{paths.to_file(f'{list_path}[{i}]')} ({present[0]} resolved empty)")
                 continue
-            # A resource bound to a provider that was disabled (provider_id resolved empty) is
-            # dropped too: it could never be served.
             kept.append(entry)
+            kept_indices.append(i)
+        if len(kept) != len(entries):
+            paths.kept_indices[list_path] = kept_indices
         resources[kind] = kept
 
 
@@ -293,28 +332,35 @@ def parse_config(raw: Any, source: str | None = None, env: dict[str, str] | None
     if not isinstance(raw, dict):
         raise ConfigError("", f"the config must be a YAML mapping, got {type(raw).__name__}")
     skipped: list[str] = []
-    data = substitute(raw, "", env, skipped)
+    paths = _Paths()
+    data = substitute(raw, "", env, skipped, paths.kept_indices)
     passthrough = {k: data.pop(k) for k in _LLAMA_STACK_PASSTHROUGH if k in data}
     legacy = {k: data.pop(k) for k in _LEGACY_RESOURCE_KEYS if k in data}
     if legacy:
-        resources = data.setdefault("registered_resources", {}) or {}
+        resources = data.get("registered_resources") or {}
         for key, value in legacy.items():
-            resources.setdefault(key, value or [])
+            if resources.get(key):
+                raise ConfigError(key, f"resources are listed both at the top level ({key}) and under "
+                                       f"registered_resources.{key}; keep one list")
+            resources[key] = value or []
+            paths.moved[f"registered_resources.{key}"] = key
+            if key in paths.kept_indices:
+                paths.kept_indices[f"registered_resources.{key}"] = paths.kept_indices.pop(key)
         data["registered_resources"] = resources
     if data.get("registered_resources") is None:
         data.pop("registered_resources", None)
-    _drop_unnamed_resources(data, skipped)
+    _drop_unnamed_resources(data, skipped, paths)
     for key in ("server", "mesh", "providers"):
         if key in data and data[key] is None:
             data.pop(key)
     try:
         config = StackConfig.model_validate(data)
     except pydantic.ValidationError as err:
-        _raise_validation(err)
+        _raise_validation(err, data, "", paths)
     config.passthrough = passthrough
     config.source_path = source
     config.skipped = skipped
-    _validate_provider_configs(config)
+    _validate_provider_configs(config, paths)
     return config
 
 

@@ -19,7 +19,7 @@ from services.common.errors import ConfigError
 __all__ = ["substitute", "convert_scalar", "DISABLED"]
 
 DISABLED = "__disabled__"
-_PATTERN = re.compile(r"\$\{env\.([A-Za-z0-9_]+)(?::([=+])([^}]*))?\}")
+_PATTERN = re.compile(r"\$\{env\.([A-Z0-9_]+)(?::([=+])([^}]*))?\}")
 
 
 def convert_scalar(value: str) -> Any:
@@ -67,22 +67,26 @@ def _provider_disabled(entry: Mapping[str, Any], path: str, env: Mapping[str, st
 
 
 def substitute(value: Any, path: str = "", env: Mapping[str, str] | None = None,
-               skipped: list[str] | None = None) -> Any:
+               skipped: list[str] | None = None, kept_indices: dict[str, list[int]] | None = None) -> Any:
     """Return ``value`` with every ``${env...}`` replaced; disabled providers are dropped and
-    their paths appended to ``skipped``."""
+    their paths appended to ``skipped``. For a list that lost entries, ``kept_indices[path]``
+    gets the file's index of each entry kept (so later errors can name the file's entry)."""
     env = os.environ if env is None else env
     if isinstance(value, dict):
-        return {k: substitute(v, f"{path}.{k}" if path else str(k), env, skipped)
+        return {k: substitute(v, f"{path}.{k}" if path else str(k), env, skipped, kept_indices)
                 for k, v in value.items()}
     if isinstance(value, list):
-        out = []
+        out, kept = [], []
         for i, item in enumerate(value):
             item_path = f"{path}[{i}]"
             if isinstance(item, dict) and "provider_type" in item and _provider_disabled(item, item_path, env):
                 if skipped is not None:
                     skipped.append(f"{item_path} ({item.get('provider_type')})")
                 continue
-            out.append(substitute(item, item_path, env, skipped))
+            kept.append(i)
+            out.append(substitute(item, item_path, env, skipped, kept_indices))
+        if kept_indices is not None and len(kept) != len(value):
+            kept_indices[path] = kept
         return out
     if isinstance(value, str):
         return _substitute_string(value, path, env)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import grpc
 
-from services.common.errors import Unavailable
+from services.common.errors import NotFound, Unavailable
 from services.common.mesh import MeshClient
 from services.common.resource_index import ResourceIndex
 from stackmesh.common.v1 import common_pb2
@@ -74,6 +74,22 @@ class RegistryCache:
             raise Unavailable("this service has not reached the registry yet; retry in a moment",
                               reason="REGISTRY_NOT_SYNCED")
         return self.index.resolve(resource_type, identifier, self.provider_ids(resource_type))
+
+    async def resolve_fresh(self, resource_type: int, identifier: str) -> common_pb2.Resource:
+        """``resolve``, but a local miss asks the registry once before saying NOT_FOUND.
+
+        Only the miss path pays a registry call: it gives read-your-writes to a client that
+        registers and uses a resource at once, before the watch event has arrived."""
+        try:
+            return self.resolve(resource_type, identifier)
+        except NotFound:
+            stub = registry_pb2_grpc.RegistryServiceStub(self.mesh.channel("registry"))
+            try:
+                reply = await stub.ResolveResource(
+                    R.ResolveResourceRequest(type=resource_type, identifier=identifier), timeout=2)
+            except grpc.aio.AioRpcError:
+                raise  # NOT_FOUND from the registry, or the registry is down: the caller sees it
+            return reply.resource
 
     async def _follow(self) -> None:
         stub = registry_pb2_grpc.RegistryServiceStub(self.mesh.channel("registry"))

@@ -7,8 +7,10 @@ locally with exactly the registry's rule:
 1. the identifier, verbatim;
 2. ``provider_id/x`` where ``provider_id`` is a configured provider of the right API — routed there
    even when ``x`` is not registered (that provider's ``allowed_models`` still applies);
-3. a unique ``provider_resource_id`` equal to the request's id (e.g. ``all-MiniLM-L6-v2`` for the
-   discovered ``sentence-transformers/all-MiniLM-L6-v2``); several matches is an error naming them.
+3. the short name of a discovered model: a unique DISCOVERED resource whose ``provider_resource_id``
+   equals the request's id (``all-MiniLM-L6-v2`` for ``sentence-transformers/all-MiniLM-L6-v2``);
+   several providers listing that name is an error naming them. Registered aliases do not count
+   (registering ``my-embed`` -> ``all-MiniLM-L6-v2`` must not make the short name ambiguous).
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class ResourceIndex:
     def put(self, resource: Resource) -> None:
         self.delete(resource.type, resource.identifier)
         self._by_id.setdefault(resource.type, {})[resource.identifier] = resource
-        key = (resource.type, resource.provider_resource_id or resource.identifier)
-        self._by_provider_id.setdefault(key, set()).add(resource.identifier)
+        if resource.source == common_pb2.RESOURCE_SOURCE_DISCOVERED:
+            key = (resource.type, resource.provider_resource_id or resource.identifier)
+            self._by_provider_id.setdefault(key, set()).add(resource.identifier)
         self._sorted.pop(resource.type, None)
 
     def delete(self, resource_type: int, identifier: str) -> Resource | None:

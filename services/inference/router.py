@@ -22,9 +22,9 @@ class InferenceRouter:
         self.providers = providers
         self.cache = cache
 
-    def route(self, model_id: str, wanted: str) -> tuple[InferenceProvider, ModelTarget]:
+    async def route(self, model_id: str, wanted: str) -> tuple[InferenceProvider, ModelTarget]:
         """(provider, model) for a request needing a model of type ``wanted`` (llm | embedding)."""
-        resource = self.cache.resolve(T.RESOURCE_TYPE_MODEL, model_id)
+        resource = await self.cache.resolve_fresh(T.RESOURCE_TYPE_MODEL, model_id)
         provider = self.providers.get(resource.provider_id)
         if provider is None:
             raise Unavailable(f"model '{model_id}' is served by provider '{resource.provider_id}', which this "

@@ -26,25 +26,25 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def ChatCompletion(self, request, context):
         _require_messages(request)
-        provider, model = self.router.route(request.model, "llm")
+        provider, model = await self.router.route(request.model, "llm")
         data = await provider.chat_completion(model, convert.chat_request(request))
         return convert.chat_response(data, request.model)
 
     async def StreamChatCompletion(self, request, context):
         _require_messages(request)
-        provider, model = self.router.route(request.model, "llm")
+        provider, model = await self.router.route(request.model, "llm")
         async for chunk in provider.stream_chat_completion(model, convert.chat_request(request)):
             yield convert.chat_chunk(chunk, request.model)
 
     async def Completion(self, request, context):
-        provider, model = self.router.route(request.model, "llm")
+        provider, model = await self.router.route(request.model, "llm")
         data = await provider.completion(model, convert.completion_request(request))
         return convert.completion_response(data, request.model)
 
     async def Embeddings(self, request, context):
         if not request.input:
             raise InvalidArgument("input must hold at least one string", reason="INPUT_MISSING")
-        provider, model = self.router.route(request.model, "embedding")
+        provider, model = await self.router.route(request.model, "embedding")
         data = await provider.embeddings(model, list(request.input), request.dimensions or None)
         expected = int(model.metadata.get("embedding_dimension") or 0)
         items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))

@@ -19,6 +19,8 @@ __all__ = ["config_resources"]
 
 T = common_pb2
 Resource = common_pb2.Resource
+_KIND_API = {"models": "inference", "shields": "safety", "vector_dbs": "vector_io", "vector_stores": "vector_io",
+             "datasets": "datasetio", "scoring_fns": "scoring", "benchmarks": "eval", "tool_groups": "tool_runtime"}
 
 
 def _common(entry: BaseModel, rtype: int, identifier: str, provider_resource_id: str | None,
@@ -70,7 +72,7 @@ def config_resources(config: StackConfig) -> tuple[list[tuple[str, Resource]], l
     makes an entry inapplicable is filtered."""
     out: list[tuple[str, Resource]] = []
     skipped: list[str] = []
-    unsupported = {u.provider_id: u for u in config.unsupported}
+    unsupported = {(u.api, u.provider_id): u for u in config.unsupported}
     resources = config.registered_resources
     for kind in type(resources).model_fields:
         for i, entry in enumerate(getattr(resources, kind)):
@@ -78,8 +80,9 @@ def config_resources(config: StackConfig) -> tuple[list[tuple[str, Resource]], l
             if "provider_id" in entry.model_fields_set and not entry.provider_id:
                 skipped.append(f"{path}: provider_id resolved empty, entry disabled")
                 continue
-            if entry.provider_id in unsupported:
-                u = unsupported[entry.provider_id]
+            api = _KIND_API[kind]
+            if (api, entry.provider_id) in unsupported:
+                u = unsupported[(api, entry.provider_id)]
                 skipped.append(f"{path}: provider '{u.provider_id}' ({u.provider_type}) is not supported")
                 continue
             out.append((path, _convert(kind, entry)))

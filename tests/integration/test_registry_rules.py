@@ -322,3 +322,16 @@ async def test_watch_reaches_the_gateway_cache_quickly(inproc, tmp_path):
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_registered_alias_does_not_make_the_short_name_ambiguous(inproc, tmp_path):
+    _, models, registry, _ = await start(inproc, tmp_path)
+    await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+        provider_id="sentence-transformers", type=cpb.RESOURCE_TYPE_MODEL,
+        resources=[cpb.Resource(provider_resource_id="mini", model=cpb.ModelSpec(model_type=EMB),
+                                metadata=meta(embedding_dimension=384))]))
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="my-embed", provider_id="sentence-transformers",
+                                                        provider_model_id="mini", model_type=EMB,
+                                                        metadata=meta(embedding_dimension=384)))
+    resolved = await registry.ResolveResource(rpb.ResolveResourceRequest(type=cpb.RESOURCE_TYPE_MODEL, identifier="mini"))
+    assert resolved.resource.identifier == "sentence-transformers/mini"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import pathlib
 import threading
 from typing import Any, AsyncIterator
@@ -20,6 +21,9 @@ from services.inference.providers.base import DiscoveredModel, InferenceProvider
 __all__ = ["LlamaCppProvider", "packaged_smollm2_path"]
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# OpenMP threads that spin while idle steal the CPU from everything else on a small shared host
+# (measured: a 16-token answer took 3-40 s busy-waiting, 0.4-4 s passive). Set before llama_cpp loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _END = object()
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from services.common.errors import (
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -389,14 +390,17 @@ class OpenAICompatAdapter(InferenceProvider):
                             f"that base_url is the OpenAI-compatible API (usually .../v1)",
                             reason="PROVIDER_NOT_FOUND", metadata=meta)
         if status == 429:
-            return Unavailable(f"{head} — rate limited; retry later", reason="PROVIDER_RATE_LIMITED",
-                               metadata=meta)
+            return Unavailable(f"{head} — rate limited; retry later",
+                               reason="PROVIDER_RATE_LIMITED", metadata=meta)
         if status == 501:
             return Unimplemented(f"{head} — the server does not implement {path}",
                                  reason="PROVIDER_UNIMPLEMENTED", metadata=meta)
         if status >= 500:
             message = f"{head} — the server failed; check its logs and retry"
-            self._record_contact(False, message)
+            if status in (502, 503, 504):
+                # Down or overloaded. A plain 500 came from a running server (often a request
+                # it cannot serve, e.g. embeddings on a chat-only llama.cpp): still healthy.
+                self._record_contact(False, message)
             return Unavailable(message, reason="PROVIDER_SERVER_ERROR", metadata=meta)
         return InvalidArgument(head, reason="PROVIDER_REJECTED_REQUEST", metadata=meta)
 
@@ -437,8 +441,15 @@ class OpenAICompatAdapter(InferenceProvider):
                 f"did not return {{\"data\": [...]}}", reason="PROVIDER_BAD_RESPONSE",
                 metadata=self._meta(path="/embeddings"))
         ordered = sorted(items, key=lambda item: item.get("index", 0))
-        data = [{"index": i, "embedding": _embedding_vector(item.get("embedding"))}
-                for i, item in enumerate(ordered)]
+        vectors = [item.get("embedding") for item in ordered]
+        if any(isinstance(v, list) and v and isinstance(v[0], list) for v in vectors):
+            # llama-cpp-python does this for a model without pooling (any chat model).
+            raise FailedPrecondition(
+                f"inference provider '{self.provider_id}' ({self._base_url}): POST /embeddings "
+                f"returned one vector per token instead of one per input: the served model has "
+                f"no pooling; serve an embedding model (with mean/CLS pooling) for embeddings",
+                reason="PROVIDER_BAD_RESPONSE", metadata=self._meta(path="/embeddings"))
+        data = [{"index": i, "embedding": _embedding_vector(v)} for i, v in enumerate(vectors)]
         usage = raw.get("usage") or {}
         prompt = int(usage.get("prompt_tokens") or 0)
         return {"data": data, "model": raw.get("model"),
