@@ -18,6 +18,7 @@ from services.common.config import StackConfig
 from services.common.errors import StackmeshError
 from services.common.mesh import make_channel, MeshClient
 from services.common.registry_cache import RegistryCache
+from services.common.server import SERVED_BY_KEY
 
 __all__ = ["Forwarder"]
 
@@ -36,9 +37,13 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return remaining if remaining is not None and remaining < 1e8 else None
 
 
+def _backend_trailers(metadata: Any) -> tuple[tuple[str, Any], ...]:
+    """What a backend's trailers carry for the caller: rich error details and which replica answered."""
+    return tuple((k, v) for k, v in (metadata or ()) if k in ("grpc-status-details-bin", SERVED_BY_KEY))
+
+
 async def _abort_from(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
-    trailing = tuple((k, v) for k, v in (err.trailing_metadata() or ()) if k == "grpc-status-details-bin")
-    await context.abort(err.code(), err.details() or "", trailing)
+    await context.abort(err.code(), err.details() or "", _backend_trailers(err.trailing_metadata()))
 
 
 class Forwarder(grpc.GenericRpcHandler):
@@ -77,6 +82,7 @@ class Forwarder(grpc.GenericRpcHandler):
                 try:
                     async for message in call:
                         yield message
+                    context.set_trailing_metadata(_backend_trailers(await call.trailing_metadata()))
                 except grpc.aio.AioRpcError as err:
                     await _abort_from(context, err)
                 finally:
@@ -85,10 +91,13 @@ class Forwarder(grpc.GenericRpcHandler):
             return grpc.unary_stream_rpc_method_handler(stream)
 
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            call = self._channel(route, request).unary_unary(path)(
+                request, timeout=_timeout(context), metadata=_forward_metadata(context))
             try:
-                return await self._channel(route, request).unary_unary(path)(
-                    request, timeout=_timeout(context), metadata=_forward_metadata(context))
+                response = await call
             except grpc.aio.AioRpcError as err:
                 await _abort_from(context, err)
+            context.set_trailing_metadata(_backend_trailers(await call.trailing_metadata()))
+            return response
 
         return grpc.unary_unary_rpc_method_handler(unary)

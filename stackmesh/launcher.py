@@ -89,7 +89,7 @@ class Launcher:
                 start_new_session=True)  # Ctrl-C reaches only the launcher, which stops children in order
             child.pump = asyncio.create_task(self._pump(child))
             await self._wait_healthy(child)
-            self._say("launcher", f"{name} is healthy at {address}")
+            self._say("launcher", f"{name} is healthy at {address} (pid {child.process.pid})")
 
     async def stop(self, grace: float = 10.0) -> None:
         for child in reversed(self.children):

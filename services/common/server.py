@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import StackmeshError, to_grpc_status
 
-__all__ = ["ErrorInterceptor", "ServiceHost", "SERVER_OPTIONS", "abort_with"]
+__all__ = ["ErrorInterceptor", "ServiceHost", "SERVER_OPTIONS", "SERVED_BY_KEY", "abort_with"]
 
 log = logging.getLogger("stackmesh.server")
 
@@ -45,9 +45,13 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+SERVED_BY_KEY = "stackmesh-served-by"
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], served_by: str) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
             return await behavior(request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -57,9 +61,10 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return wrapper
 
 
-def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream(behavior: Callable[..., Any], served_by: str) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
             async for item in behavior(request, context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -71,7 +76,11 @@ def _wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps the stackmesh error hierarchy (and stray exceptions) to gRPC statuses."""
+    """Maps the stackmesh error hierarchy (and stray exceptions) to gRPC statuses, and tags every
+    answer with a ``stackmesh-served-by: <process>@<address>`` trailer (which replica answered)."""
+
+    def __init__(self) -> None:
+        self.served_by = "unknown"
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -79,10 +88,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+                _wrap_unary(handler.unary_unary, self.served_by), handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+                _wrap_stream(handler.unary_stream, self.served_by), handler.request_deserializer, handler.response_serializer)
         return handler
 
 
@@ -95,7 +104,8 @@ class ServiceHost:
         self.host = host
         self.port = port
         self.grace_seconds = grace_seconds
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor(), *interceptors], options=SERVER_OPTIONS)
+        self._errors = ErrorInterceptor()
+        self.server = grpc.aio.server(interceptors=[self._errors, *interceptors], options=SERVER_OPTIONS)
         if generic_handlers:
             self.server.add_generic_rpc_handlers(tuple(generic_handlers))
         self.health = health.aio.HealthServicer()
@@ -125,6 +135,7 @@ class ServiceHost:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.port}")
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.host}")
+        self._errors.served_by = f"{self.name}@{self.host}:{self.port}"
         await self.server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ():

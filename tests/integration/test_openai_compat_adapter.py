@@ -52,7 +52,7 @@ WEATHER_TOOL = {
                        "required": ["city"]},
     },
 }
-EXAMPLES = pathlib.Path("/work/shared/examples/llama-stack-0.4.5")
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "llama-stack-0.4.5"
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -316,7 +316,6 @@ def _remote_inference_configs() -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="Llama Stack example configs not present")
 @pytest.mark.parametrize("env", [
     {},
     {"VLLM_URL": "http://vllm:8000/v1", "VLLM_TLS_VERIFY": "false", "OPENAI_API_KEY": "sk-x",

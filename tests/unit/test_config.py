@@ -15,7 +15,7 @@ from services.common.errors import ConfigError
 from services.registry.config_resources import config_resources
 from stackmesh.common.v1 import common_pb2
 
-EXAMPLES = pathlib.Path("/work/shared/examples/llama-stack-0.4.5")
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "llama-stack-0.4.5"
 STARTER = EXAMPLES / "starter-config.yaml"
 POSTGRES = EXAMPLES / "starter-run-with-postgres-store.yaml"
 OPEN_BENCHMARK = EXAMPLES / "open-benchmark-config.yaml"

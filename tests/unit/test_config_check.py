@@ -16,7 +16,7 @@ from services.common.config import load_config, parse_config
 from stackmesh.config_check import check_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLES = pathlib.Path("/work/shared/examples/llama-stack-0.4.5")
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "llama-stack-0.4.5"
 STARTER = EXAMPLES / "starter-config.yaml"
 OPEN_BENCHMARK = EXAMPLES / "open-benchmark-config.yaml"
 
