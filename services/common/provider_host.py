@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from services.common import catalog
 from services.common.config import StackConfig
@@ -41,8 +42,13 @@ def build_providers(api: str, config: StackConfig) -> dict[str, Any]:
 
 
 class ProviderSupervisor:
-    def __init__(self, api: str, providers: dict[str, Any], mesh: MeshClient, default_interval: float) -> None:
+    def __init__(self, api: str, providers: dict[str, Any], mesh: MeshClient, default_interval: float,
+                 health: Any = None) -> None:
+        """``health``: the process's grpc health servicer; each provider gets an entry
+        ``provider/<provider_id>`` there. The service's overall entry stays SERVING while one
+        provider is down: the others still serve, and a balancer must not eject the replica."""
         self.api = api
+        self.health = health
         self.providers = providers
         self.stub = registry_pb2_grpc.RegistryServiceStub(mesh.channel("registry"))
         self.default_interval = default_interval
@@ -101,6 +107,9 @@ class ProviderSupervisor:
                 healthy, message = await provider.health()
                 if provider_id in self._failures:
                     healthy, message = False, self._failures[provider_id]
+                if self.health is not None:
+                    await self.health.set(f"provider/{provider_id}", health_pb2.HealthCheckResponse.SERVING
+                                          if healthy else health_pb2.HealthCheckResponse.NOT_SERVING)
                 reports.append(registry_pb2.ProviderHealthReport(
                     api=self.api, provider_id=provider_id, message=message,
                     health=T.PROVIDER_HEALTH_HEALTHY if healthy else T.PROVIDER_HEALTH_UNHEALTHY))

@@ -19,7 +19,8 @@ async def build_inference(config: StackConfig, host: ServiceHost) -> InferenceRo
     providers = build_providers("inference", config)
     cache = RegistryCache(mesh, lambda _type: providers.keys())
     router = InferenceRouter(providers, cache)
-    supervisor = ProviderSupervisor("inference", providers, mesh, config.mesh.refresh_interval_seconds)
+    supervisor = ProviderSupervisor("inference", providers, mesh, config.mesh.refresh_interval_seconds,
+                                    host.health)
     host.add(inference_pb2_grpc.add_InferenceServiceServicer_to_server, InferenceServicer(router),
              inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name)
     cache.start()

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stackmesh.client import StackmeshClient, StackmeshClientError
 from tests.support.llama_server import LlamaServer
@@ -61,6 +62,12 @@ def test_remote_models_follow_the_server(tmp_path):
             message = {p.provider_id: p for p in sm.providers()}["vllm-local"].health_message
             assert server.base_url.rsplit("/", 1)[0] in message or "127.0.0.1" in message, message
             assert all(p.process.poll() is None for p in [mesh.registry, mesh.gateway, *mesh.inference])
+            with grpc.insecure_channel(mesh.inference[0].address) as channel:  # the service's own health
+                health = health_pb2_grpc.HealthStub(channel)
+                provider = health.Check(health_pb2.HealthCheckRequest(service="provider/vllm-local"), timeout=5)
+                overall = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert provider.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert overall.status == health_pb2.HealthCheckResponse.SERVING
             assert "vllm-local/smol-b" in ids()  # could not list: kept
             with pytest.raises(StackmeshClientError) as caught:
                 sm.chat("vllm-local/smol-b", "hi", max_tokens=4)
