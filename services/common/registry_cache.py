@@ -118,6 +118,9 @@ class RegistryCache:
             self.index.clear()
             self.revision = 0
             self._in_snapshot = True
+        elif kind == R.WATCH_EVENT_TYPE_SNAPSHOT:
+            for resource in event.resources:
+                self.index.put(resource)
         elif kind == R.WATCH_EVENT_TYPE_PUT:
             self.index.put(event.resource)
         elif kind == R.WATCH_EVENT_TYPE_DELETE:

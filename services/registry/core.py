@@ -1,9 +1,11 @@
 """The registry's rules (DESIGN §2), independent of gRPC.
 
-State lives in a ``ResourceIndex`` (memory) mirrored by a store (disk); every mutation is
-committed to the store first and applied to memory only after the commit, then pushed to
-watchers. All mutations run on the event loop without awaiting in between, so they are
-serialized without locks.
+State lives in a ``ResourceIndex`` (memory) mirrored by a store (disk). Mutations are validated
+and applied to memory on the event loop without awaiting in between (so they are serialized
+without locks and each sees every earlier one), then written by a background writer that groups
+everything queued meanwhile into one transaction (group commit: one fsync for many
+registrations, and the loop never blocks on the disk). A caller is answered, and watchers are told,
+only once its change is durable: nothing acknowledged or watched can be lost by a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import AsyncIterator, Iterable
 
 from services.common import catalog
 from services.common.config import StackConfig
-from services.common.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import (AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument, NotFound,
+                                     Unavailable)
 from services.common.resource_index import ResourceIndex, list_hint
 from services.registry.config_resources import config_resources
 from services.registry.specs import spec_diff
@@ -30,6 +33,7 @@ T = common_pb2
 Resource = common_pb2.Resource
 WatchEvent = registry_pb2.WatchResourcesResponse
 HEALTH_STALE_SECONDS = 30.0
+SNAPSHOT_BATCH = 500  # resources per snapshot message
 
 
 class RegistryCore:
@@ -37,7 +41,11 @@ class RegistryCore:
         self.config = config
         self.store = store
         self.index = ResourceIndex()
-        self.revision = 0
+        self.revision = 0  # last revision handed out (memory)
+        self.committed_revision = 0  # last revision durable on disk and announced to watchers
+        self._queued: list[Change] = []
+        self._queued_waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Queue[WatchEvent]] = set()
         self._health: dict[tuple[str, str], tuple[int, str, float]] = {}
 
@@ -45,6 +53,7 @@ class RegistryCore:
     def start(self) -> list[str]:
         """Load the store and reconcile CONFIG resources with the file; returns skipped entries."""
         resources, self.revision = self.store.load()
+        self.committed_revision = self.revision
         for resource in resources:
             self.index.put(resource)
         return self.reconcile_config()
@@ -72,7 +81,9 @@ class RegistryCore:
         for resource in self.index.all():
             if resource.source == T.RESOURCE_SOURCE_CONFIG and (resource.type, resource.identifier) not in wanted:
                 deletes.append(resource)
-        self._commit(puts, deletes)
+        changes = self._stage(puts, deletes)
+        self.store.write(changes)  # start-up: written before the server takes any call
+        self.committed_revision = self.revision
         return skipped
 
     # ----------------------------------------------------------------- providers
@@ -139,7 +150,7 @@ class RegistryCore:
         spec.embedding_dimension = spec.embedding_dimension or dim
 
     # ----------------------------------------------------------------- public operations
-    def register(self, resource: Resource) -> Resource:
+    async def register(self, resource: Resource) -> Resource:
         resource.source = resource.source or T.RESOURCE_SOURCE_REGISTERED
         self._complete(resource)
         current = self.index.get(resource.type, resource.identifier)
@@ -151,12 +162,12 @@ class RegistryCore:
             raise AlreadyExists(f"{name} '{resource.identifier}' already exists with a different "
                                 f"{', '.join(diff)}; unregister it first or use another id",
                                 reason="RESOURCE_EXISTS", metadata={"differing_fields": ",".join(diff)})
-        self._commit([resource], [])
+        await self._commit([resource], [])
         return resource
 
-    def unregister(self, resource_type: int, identifier: str) -> Resource:
+    async def unregister(self, resource_type: int, identifier: str) -> Resource:
         current = self.get(resource_type, identifier)
-        self._commit([], [current])
+        await self._commit([], [current])
         return current
 
     def get(self, resource_type: int, identifier: str) -> Resource:
@@ -170,7 +181,7 @@ class RegistryCore:
     def resolve(self, resource_type: int, identifier: str) -> Resource:
         return self.index.resolve(resource_type, identifier, self.provider_ids(resource_type))
 
-    def sync_discovered(self, provider_id: str, resource_type: int, listed: Iterable[Resource]) -> tuple[int, int, int]:
+    async def sync_discovered(self, provider_id: str, resource_type: int, listed: Iterable[Resource]) -> tuple[int, int, int]:
         """Make the DISCOVERED entries of ``provider_id`` equal ``listed``, in one transaction."""
         if provider_id not in self.provider_ids(resource_type):
             raise NotFound(f"provider '{provider_id}' is not configured for {catalog.RESOURCE_API[resource_type]}",
@@ -197,7 +208,7 @@ class RegistryCore:
             if (current.source == T.RESOURCE_SOURCE_DISCOVERED and current.provider_id == provider_id
                     and current.identifier not in wanted):
                 deletes.append(current)
-        self._commit(puts, deletes)
+        await self._commit(puts, deletes)
         return len(puts) - updated, updated, len(deletes)
 
     # ----------------------------------------------------------------- health
@@ -225,20 +236,69 @@ class RegistryCore:
         return out
 
     # ----------------------------------------------------------------- commit and watch
-    def _commit(self, puts: list[Resource], deletes: list[Resource]) -> None:
-        if not puts and not deletes:
-            return
-        changes = self.store.apply(puts, deletes, self.revision)
+    def _stage(self, puts: list[Resource], deletes: list[Resource]) -> list[Change]:
+        """Number the changes and apply them to memory (synchronously: no other mutation interleaves)."""
+        changes = self.store.prepare(puts, deletes, self.revision)
         for change in changes:
             if change.op == OP_PUT:
                 self.index.put(change.resource)
             else:
                 self.index.delete(change.resource.type, change.resource.identifier)
-        self.revision = changes[-1].revision
-        events = [self._event(change) for change in changes]
+        if changes:
+            self.revision = changes[-1].revision
+        return changes
+
+    async def _commit(self, puts: list[Resource], deletes: list[Resource]) -> None:
+        """Stage now; return once the group commit holding these changes is durable."""
+        changes = self._stage(puts, deletes)
+        if not changes:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.extend(changes)
+        self._queued_waiters.append(done)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="registry-writer")
+        await done
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            changes, waiters = self._queued, self._queued_waiters
+            self._queued, self._queued_waiters = [], []
+            try:
+                await asyncio.to_thread(self.store.write, changes)
+            except Exception as err:  # noqa: BLE001 - e.g. disk full: nothing of it was acknowledged
+                log.error("registry write failed, reloading from the store: %s", err)
+                self._reload_after_failed_write()
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(Unavailable(f"the registry could not persist the change: {err}",
+                                                         reason="STORE_WRITE_FAILED"))
+                continue
+            self.committed_revision = changes[-1].revision
+            events = [self._event(change) for change in changes]
+            for queue in self._watchers:
+                for event in events:
+                    queue.put_nowait(event)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _reload_after_failed_write(self) -> None:
+        """Memory ran ahead of a write that failed: rebuild it from disk. Changes staged after the
+        failed ones built on them, so they fail too; every watcher (which may have seen the lost
+        state in a snapshot) is ended so that it reconnects and resyncs."""
+        self.index.clear()
+        resources, self.revision = self.store.load()
+        for resource in resources:
+            self.index.put(resource)
+        self.committed_revision = self.revision
+        for waiter in self._queued_waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable("the registry could not persist the change; retry",
+                                                 reason="STORE_WRITE_FAILED"))
+        self._queued, self._queued_waiters = [], []
         for queue in self._watchers:
-            for event in events:
-                queue.put_nowait(event)
+            queue.put_nowait(None)
 
     @staticmethod
     def _event(change: Change) -> WatchEvent:
@@ -246,25 +306,32 @@ class RegistryCore:
         return WatchEvent(event_type=kind, revision=change.revision, resource=change.resource)
 
     async def watch(self, since_revision: int) -> AsyncIterator[WatchEvent]:
-        """Catch-up (a snapshot when needed), a SYNCED marker, then live changes, in revision order."""
-        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        """Catch-up (a snapshot when needed), a SYNCED marker, then live changes, in revision order.
+
+        Only committed changes are announced. A snapshot may already hold a staged change whose
+        commit is in flight; its event follows later and re-applying it is harmless."""
+        queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
         self._watchers.add(queue)  # before reading the backlog: nothing can fall in between
         try:
+            last = self.committed_revision
             changes = None
-            if 0 < since_revision <= self.revision:
+            if 0 < since_revision <= last:
                 changes = self.store.changes_since(since_revision)
             if changes is None:
-                backlog = [WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_RESET, revision=self.revision)]
-                backlog += [WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_PUT, revision=r.revision, resource=r)
-                            for r in self.index.all()]
+                snapshot = list(self.index.all())  # point in time; streamed in batches below
+                yield WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_RESET, revision=last)
+                for start in range(0, len(snapshot), SNAPSHOT_BATCH):
+                    yield WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_SNAPSHOT,
+                                     resources=snapshot[start:start + SNAPSHOT_BATCH])
             else:
-                backlog = [self._event(change) for change in changes]
-            last = self.revision
-            backlog.append(WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_SYNCED, revision=last))
-            for event in backlog:
-                yield event
+                for change in changes:
+                    if change.revision <= last:
+                        yield self._event(change)
+            yield WatchEvent(event_type=registry_pb2.WATCH_EVENT_TYPE_SYNCED, revision=last)
             while True:
                 event = await queue.get()
+                if event is None:
+                    return
                 if event.revision > last:
                     last = event.revision
                     yield event

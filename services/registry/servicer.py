@@ -30,7 +30,7 @@ def make_resource_servicer(kind: ResourceKind, core: RegistryCore) -> Any:
     unregister_resp = response(f"Unregister{kind.name}Response")
 
     async def register(self, request, context):
-        return register_resp(**{kind.field: core.register(kind.to_resource(request))})
+        return register_resp(**{kind.field: await core.register(kind.to_resource(request))})
 
     async def get(self, request, context):
         return get_resp(**{kind.field: core.get(kind.type, getattr(request, kind.id_field))})
@@ -41,7 +41,7 @@ def make_resource_servicer(kind: ResourceKind, core: RegistryCore) -> Any:
         return list_resp(**{kind.list_field: items, "next_page_token": encode_token(last)})
 
     async def unregister(self, request, context):
-        core.unregister(kind.type, getattr(request, kind.id_field))
+        await core.unregister(kind.type, getattr(request, kind.id_field))
         return unregister_resp()
 
     methods = {f"Register{kind.name}": register, f"Get{kind.name}": get,
@@ -78,16 +78,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return R.ResolveResourceResponse(resource=self.core.resolve(request.type, request.identifier))
 
     async def GetRevision(self, request, context):
-        return R.GetRevisionResponse(revision=self.core.revision)
+        return R.GetRevisionResponse(revision=self.core.committed_revision)
 
     async def WatchResources(self, request, context):
         async for event in self.core.watch(request.since_revision):
             yield event
 
     async def SyncDiscoveredResources(self, request, context):
-        added, updated, removed = self.core.sync_discovered(request.provider_id, request.type, request.resources)
+        added, updated, removed = await self.core.sync_discovered(request.provider_id, request.type, request.resources)
         return R.SyncDiscoveredResourcesResponse(added=added, updated=updated, removed=removed,
-                                                 revision=self.core.revision)
+                                                 revision=self.core.committed_revision)
 
     async def ReportProviderHealth(self, request, context):
         for report in request.reports:

@@ -1,8 +1,8 @@
 """Durable storage of the registry: resources plus an ordered change log, in SQLite (WAL).
 
-Every mutation batch is one transaction: the resources table and the change log move together,
-and the revision counter is the change log's primary key, so a crash (even ``kill -9``) leaves
-either the whole batch or none of it. ``synchronous=FULL`` makes an acknowledged commit survive
+Every write is one transaction: the resources table and the change log move together, and the
+revision counter is the change log's primary key, so a crash (even ``kill -9``) leaves either the
+whole batch or none of it. The registry groups concurrent mutations into one write (group commit). ``synchronous=FULL`` makes an acknowledged commit survive
 power loss too, not only a process crash.
 """
 
@@ -67,42 +67,54 @@ class SqliteRegistryStore:
         row = self._db.execute("SELECT MAX(revision) FROM stackmesh_changes").fetchone()
         return resources, int(row[0] or 0)
 
-    def apply(self, puts: Iterable[Resource], deletes: Iterable[Resource], revision: int) -> list[Change]:
-        """Commit ``puts`` and ``deletes`` as one transaction; revisions continue from ``revision``.
-
-        Each resource in ``puts`` gets its revision (and update time) set in place."""
+    @staticmethod
+    def prepare(puts: Iterable[Resource], deletes: Iterable[Resource], revision: int) -> list[Change]:
+        """Number the changes from ``revision + 1`` on; each put gets its revision and times set."""
         changes: list[Change] = []
-        now = time.time()
+        now_ns = int(time.time() * 1e9)
+        for resource in puts:
+            revision += 1
+            resource.revision = revision
+            resource.update_time.FromNanoseconds(now_ns)
+            if not resource.HasField("create_time"):
+                resource.create_time.FromNanoseconds(now_ns)
+            changes.append(Change(revision, OP_PUT, resource))
+        for resource in deletes:
+            revision += 1
+            changes.append(Change(revision, OP_DELETE, resource))
+        return changes
+
+    def write(self, changes: list[Change]) -> None:
+        """Commit numbered changes as one transaction (one fsync however many there are)."""
+        if not changes:
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            for resource in puts:
-                revision += 1
-                resource.revision = revision
-                resource.update_time.FromNanoseconds(int(now * 1e9))
-                if not resource.HasField("create_time"):
-                    resource.create_time.FromNanoseconds(int(now * 1e9))
-                body = resource.SerializeToString()
-                self._db.execute(
-                    "INSERT INTO stackmesh_resources (type, identifier, revision, body) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (type, identifier) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-                    (resource.type, resource.identifier, revision, body))
+            for change in changes:
+                body = change.resource.SerializeToString()
+                if change.op == OP_PUT:
+                    self._db.execute(
+                        "INSERT INTO stackmesh_resources (type, identifier, revision, body) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (type, identifier) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+                        (change.resource.type, change.resource.identifier, change.revision, body))
+                else:
+                    self._db.execute("DELETE FROM stackmesh_resources WHERE type = ? AND identifier = ?",
+                                     (change.resource.type, change.resource.identifier))
                 self._db.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (?, ?, ?)",
-                                 (revision, OP_PUT, body))
-                changes.append(Change(revision, OP_PUT, resource))
-            for resource in deletes:
-                revision += 1
-                self._db.execute("DELETE FROM stackmesh_resources WHERE type = ? AND identifier = ?",
-                                 (resource.type, resource.identifier))
-                self._db.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (?, ?, ?)",
-                                 (revision, OP_DELETE, resource.SerializeToString()))
-                changes.append(Change(revision, OP_DELETE, resource))
-            if changes and revision % 1000 < len(changes):  # trim the log now and then, not every write
-                self._db.execute("DELETE FROM stackmesh_changes WHERE revision <= ?", (revision - self.keep_changes,))
+                                 (change.revision, change.op, body))
+            last = changes[-1].revision
+            if last % 1000 < len(changes):  # trim the log now and then, not on every write
+                self._db.execute("DELETE FROM stackmesh_changes WHERE revision <= ?", (last - self.keep_changes,))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    def apply(self, puts: Iterable[Resource], deletes: Iterable[Resource], revision: int) -> list[Change]:
+        """``prepare`` then ``write``: one synchronous transaction (start-up, tools)."""
+        changes = self.prepare(puts, deletes, revision)
+        self.write(changes)
         return changes
 
     def changes_since(self, revision: int) -> list[Change] | None:

@@ -335,3 +335,51 @@ async def test_registered_alias_does_not_make_the_short_name_ambiguous(inproc, t
                                                         metadata=meta(embedding_dimension=384)))
     resolved = await registry.ResolveResource(rpb.ResolveResourceRequest(type=cpb.RESOURCE_TYPE_MODEL, identifier="mini"))
     assert resolved.resource.identifier == "sentence-transformers/mini"
+
+
+async def test_a_failed_write_is_not_acknowledged_and_leaves_no_trace(inproc, tmp_path, monkeypatch):
+    core, models, _, _ = await start(inproc, tmp_path)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="kept", provider_id="llama-cpp"))
+
+    def disk_full(changes):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core.store, "write", disk_full)
+    _, reason, _ = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
+        model_id="lost", provider_id="llama-cpp")), grpc.StatusCode.UNAVAILABLE)
+    assert reason == "STORE_WRITE_FAILED"
+    monkeypatch.undo()
+    listed = await models.ListModels(rpb.ListModelsRequest())
+    assert [m.identifier for m in listed.models] == ["kept"]
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="lost", provider_id="llama-cpp"))  # works again
+
+
+async def test_concurrent_registrations_are_group_committed_and_all_durable(inproc, tmp_path):
+    core, models, _, _ = await start(inproc, tmp_path)
+    writes = []
+    original = core.store.write
+    core.store.write = lambda changes: (writes.append(len(changes)), original(changes))[1]
+    await asyncio.gather(*[models.RegisterModel(rpb.RegisterModelRequest(model_id=f"g{i}", provider_id="llama-cpp"))
+                           for i in range(200)])
+    assert sum(writes) == 200 and len(writes) < 200  # several registrations share one transaction
+    stored, revision = core.store.load()
+    assert {r.identifier for r in stored} >= {f"g{i}" for i in range(200)}
+    assert revision == core.committed_revision == core.revision
+
+
+async def test_a_fresh_watcher_gets_the_snapshot_in_batches(inproc, tmp_path):
+    core, models, registry, _ = await start(inproc, tmp_path)
+    for batch in range(12):
+        await asyncio.gather(*[models.RegisterModel(rpb.RegisterModelRequest(model_id=f"s{batch * 100 + i}",
+                                                                             provider_id="llama-cpp"))
+                               for i in range(100)])
+    watch = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=0))
+    events = []
+    while not events or events[-1].event_type != rpb.WATCH_EVENT_TYPE_SYNCED:
+        events.append(await asyncio.wait_for(watch.read(), 5))
+    watch.cancel()
+    kinds = [e.event_type for e in events]
+    assert kinds[0] == rpb.WATCH_EVENT_TYPE_RESET and kinds[-1] == rpb.WATCH_EVENT_TYPE_SYNCED
+    assert kinds[1:-1] == [rpb.WATCH_EVENT_TYPE_SNAPSHOT] * 3
+    assert sorted(r.identifier for e in events for r in e.resources) == sorted(f"s{i}" for i in range(1200))
+    assert events[-1].revision == core.committed_revision
