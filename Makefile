@@ -32,7 +32,7 @@ $(LLAMA_WHEEL_DIR)/.built: | $(VENV)/bin/python
 # torch first and pinned: an unpinned torch (pulled by sentence-transformers) is a multi-GB CUDA build.
 $(STAMP): pyproject.toml $(LLAMA_WHEEL_DIR)/.built | $(VENV)/bin/python
 	$(PIP) install "torch==2.13.0"
-	$(PIP) install --find-links $(LLAMA_WHEEL_DIR) -e ".[build,inference,test]"
+	$(PIP) install --find-links $(LLAMA_WHEEL_DIR) -e ".[build,inference,vector_io,tool_runtime,test]"
 	touch $@
 
 install: $(STAMP) protos

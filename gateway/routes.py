@@ -7,6 +7,8 @@ import dataclasses
 from stackmesh.common.v1 import common_pb2
 from stackmesh.inference.v1 import inference_pb2
 from stackmesh.registry.v1 import registry_pb2
+from stackmesh.tool_runtime.v1 import tool_runtime_pb2
+from stackmesh.vector_io.v1 import vector_io_pb2
 
 __all__ = ["Route", "PUBLIC_ROUTES", "peek_resource_id", "public_service_names"]
 
@@ -27,6 +29,8 @@ _PUBLIC = [
         "BenchmarksService", "ToolGroupsService", "ProvidersService")
 ] + [
     (inference_pb2, "InferenceService", "inference", common_pb2.RESOURCE_TYPE_MODEL),
+    (vector_io_pb2, "VectorIOService", "vector_io", common_pb2.RESOURCE_TYPE_VECTOR_DB),
+    (tool_runtime_pb2, "ToolRuntimeService", "tool_runtime", 0),
 ]
 
 

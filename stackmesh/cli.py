@@ -200,7 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_run)
 
     q = sub.add_parser("serve", help="run one service (what a container runs)")
-    q.add_argument("service", choices=["registry", "inference", "gateway"])
+    from services.common.runner import SERVICE_BUILDERS
+
+    q.add_argument("service", choices=list(SERVICE_BUILDERS))
     q.add_argument("--config")
     q.add_argument("--host")
     q.add_argument("--port", type=int)

@@ -36,6 +36,8 @@ class ProviderSpec:
 # api -> module holding its provider table. An API missing here is not served by stackmesh yet.
 API_SERVICES: dict[str, str] = {
     "inference": "services.inference.providers.table",
+    "vector_io": "services.vector_io.providers.table",
+    "tool_runtime": "services.tool_runtime.providers.table",
 }
 
 # Default port of each process on 127.0.0.1 (the gateway's is the public one).

@@ -96,6 +96,7 @@ class ToolGroupEntry(_Strict):
     toolgroup_id: str
     provider_id: str | None = None
     mcp_endpoint: dict[str, Any] | None = None
+    mcp_command: list[str] | None = Field(default=None, description="stdio MCP server command (stackmesh extension).")
     args: dict[str, Any] | None = None
 
 

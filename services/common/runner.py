@@ -20,6 +20,8 @@ __all__ = ["run_service", "SERVICE_BUILDERS", "serve"]
 SERVICE_BUILDERS: dict[str, str] = {
     "registry": "services.registry.app:build_registry",
     "inference": "services.inference.app:build_inference",
+    "vector_io": "services.vector_io.app:build_vector_io",
+    "tool_runtime": "services.tool_runtime.app:build_tool_runtime",
     "gateway": "gateway.app:build_gateway",
 }
 

@@ -61,6 +61,7 @@ def _convert(kind: str, entry: Any) -> Resource:
     else:  # tool_groups
         r = _common(entry, T.RESOURCE_TYPE_TOOL_GROUP, entry.toolgroup_id, None)
         r.tool_group.mcp_endpoint = str((entry.mcp_endpoint or {}).get("uri") or "")
+        r.tool_group.mcp_command.extend(entry.mcp_command or [])
         r.tool_group.args.update(entry.args or {})
     return r
 

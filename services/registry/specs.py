@@ -75,7 +75,8 @@ def _benchmark(req: R.RegisterBenchmarkRequest) -> Resource:
 
 def _tool_group(req: R.RegisterToolGroupRequest) -> Resource:
     return Resource(type=T.RESOURCE_TYPE_TOOL_GROUP, identifier=req.toolgroup_id, provider_id=req.provider_id,
-                    metadata=req.metadata, tool_group=T.ToolGroupSpec(mcp_endpoint=req.mcp_endpoint, args=req.args))
+                    metadata=req.metadata, tool_group=T.ToolGroupSpec(mcp_endpoint=req.mcp_endpoint, args=req.args,
+                                                              mcp_command=req.mcp_command))
 
 
 G = registry_pb2_grpc

@@ -123,16 +123,21 @@ class ServiceProcess:
 
 
 class LocalMesh:
-    """registry + inference (+ replicas) + gateway as real processes on free ports."""
+    """registry + inference (+ replicas) + the other APIs in ``providers`` + gateway, as real
+    processes on free ports. ``mesh.services["vector_io"]`` etc. are the extra API processes."""
 
     def __init__(self, directory: pathlib.Path, *, providers: dict[str, Any] | None = None,
                  resources: dict[str, Any] | None = None, inference_replicas: int = 1,
                  refresh_interval: float = 60.0, env: dict[str, str] | None = None) -> None:
         self.directory = directory
+        providers = providers if providers is not None else DEFAULT_PROVIDERS
         self.ports = {"registry": free_port(), "gateway": free_port()}
         self.inference_ports = [free_port() for _ in range(inference_replicas)]
+        other_apis = [api for api in providers if api != "inference"]
+        api_ports = {api: free_port() for api in other_apis}
         self.env = env or {}
         mesh_services = {"inference": {"target": ",".join(f"127.0.0.1:{p}" for p in self.inference_ports)}}
+        mesh_services.update({api: {"target": f"127.0.0.1:{port}"} for api, port in api_ports.items()})
         self.config = write_config(directory, providers=providers, resources=resources, ports=self.ports,
                                    refresh_interval=refresh_interval)
         data = yaml.safe_load(self.config.read_text())
@@ -140,6 +145,8 @@ class LocalMesh:
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
         self.registry = ServiceProcess("registry", self.config, self.ports["registry"], directory, self.env)
         self.inference = [ServiceProcess("inference", self.config, p, directory, self.env) for p in self.inference_ports]
+        self.services = {api: ServiceProcess(api, self.config, port, directory, self.env)
+                         for api, port in api_ports.items()}
         self.gateway = ServiceProcess("gateway", self.config, self.ports["gateway"], directory, self.env)
 
     @property
@@ -148,19 +155,19 @@ class LocalMesh:
 
     def start(self) -> "LocalMesh":
         self.registry.start()
-        threads = [threading.Thread(target=p.start) for p in self.inference]
+        threads = [threading.Thread(target=p.start) for p in [*self.inference, *self.services.values()]]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        for p in self.inference:
+        for p in [*self.inference, *self.services.values()]:
             if p.process is None or p.process.poll() is not None:
-                raise RuntimeError(f"inference replica did not start:\n{p.log_tail()}")
+                raise RuntimeError(f"{p.name} did not start:\n{p.log_tail()}")
         self.gateway.start()
         return self
 
     def stop(self) -> None:
-        for process in [self.gateway, *self.inference, self.registry]:
+        for process in [self.gateway, *self.services.values(), *self.inference, self.registry]:
             process.stop()
 
     def __enter__(self) -> "LocalMesh":

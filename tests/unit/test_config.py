@@ -195,12 +195,12 @@ def test_unknown_provider_type_is_unsupported_with_available_types():
 
 
 def test_unserved_api_config_is_not_validated():
-    raw = {"providers": {"vector_io": [{"provider_id": "faiss", "provider_type": "inline::faiss",
-                                        "config": {"whatever": {"nested": True}}}]}}
+    raw = {"providers": {"agents": [{"provider_id": "meta-reference", "provider_type": "inline::meta-reference",
+                                     "config": {"whatever": {"nested": True}}}]}}
     config = parse_config(raw, "t", {})
     [u] = config.unsupported
-    assert (u.api, u.provider_type) == ("vector_io", "inline::faiss")
-    assert "does not serve the 'vector_io' API" in u.reason
+    assert (u.api, u.provider_type) == ("agents", "inline::meta-reference")
+    assert "does not serve the 'agents' API" in u.reason
     assert config.apis_to_serve() == []
 
 
