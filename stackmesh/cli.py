@@ -73,6 +73,89 @@ def cmd_models_register(args: argparse.Namespace) -> None:
         print(json.dumps(sm.to_dict(model), indent=2))
 
 
+def cmd_vector_dbs_register(args: argparse.Namespace) -> None:
+    with _client(args) as sm:
+        vector_db = sm.register_vector_db(args.vector_db_id, args.embedding_model, provider_id=args.provider or "",
+                                          embedding_dimension=args.dimension or 0)
+        print(json.dumps(sm.to_dict(vector_db), indent=2))
+
+
+def cmd_toolgroups_register(args: argparse.Namespace) -> None:
+    import shlex
+
+    if bool(args.mcp_command) == bool(args.mcp_endpoint):
+        sys.exit("give exactly one of --mcp-command or --mcp-endpoint")
+    with _client(args) as sm:
+        group = sm.register_tool_group(args.toolgroup_id, provider_id=args.provider or "",
+                                       mcp_endpoint=args.mcp_endpoint or "",
+                                       mcp_command=shlex.split(args.mcp_command) if args.mcp_command else None)
+        print(json.dumps(sm.to_dict(group), indent=2))
+
+
+def _documents(paths: list[str]) -> list[dict[str, str]]:
+    """.txt, .md and .pdf files under the given files/directories, as file:// documents."""
+    import pathlib
+
+    found: list[pathlib.Path] = []
+    for raw in paths:
+        path = pathlib.Path(raw).expanduser().resolve()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md", ".pdf") and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            sys.exit(f"{raw}: no such file or directory")
+    if not found:
+        sys.exit("no .txt, .md or .pdf files found")
+    return [{"document_id": p.name, "uri": p.as_uri()} for p in found]
+
+
+def cmd_rag_insert(args: argparse.Namespace) -> None:
+    documents = _documents(args.paths)
+    with _client(args) as sm:
+        reply = sm.insert_documents(args.vector_db_id, documents, chunk_size_in_tokens=args.chunk_size or 0,
+                                    chunk_overlap_in_tokens=args.chunk_overlap or 0)
+    print(f"inserted {reply.documents} documents as {reply.chunks} chunks into {args.vector_db_id}")
+
+
+def cmd_rag_query(args: argparse.Namespace) -> None:
+    with _client(args) as sm:
+        reply = sm.knowledge_search(args.query, [args.vector_db_id, *args.also], max_chunks=args.max_chunks,
+                                    mode=args.mode)
+    if args.json:
+        print(json.dumps(sm.to_dict(reply), indent=2))
+        return
+    for i, citation in enumerate(reply.citations, 1):
+        text = " ".join(citation.text.split())
+        print(f"{i}. score {citation.score:.3f}  {citation.document_id} ({citation.vector_db_id})\n   {text[:300]}")
+
+
+def cmd_tools_list(args: argparse.Namespace) -> None:
+    with _client(args) as sm:
+        reply = sm.list_tools(args.group or "")
+    if args.json:
+        print(json.dumps(sm.to_dict(reply), indent=2))
+        return
+    _table([[t.toolgroup_id, t.name, t.description.splitlines()[0] if t.description else ""] for t in reply.tools],
+           ["GROUP", "TOOL", "DESCRIPTION"])
+    for error in reply.errors:
+        print(f"warning: tool group {error.toolgroup_id} could not be listed: {error.message}", file=sys.stderr)
+
+
+def cmd_tools_invoke(args: argparse.Namespace) -> None:
+    try:
+        arguments = json.loads(args.arguments) if args.arguments else {}
+    except json.JSONDecodeError as err:
+        sys.exit(f"arguments are not valid JSON: {err}")
+    with _client(args) as sm:
+        reply = sm.invoke_tool(args.tool, arguments, toolgroup_id=args.group or "")
+    for content in reply.content:
+        print(content.text)
+    if reply.is_error:
+        print(f"tool error: {reply.error_message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def cmd_chat(args: argparse.Namespace) -> None:
     kwargs = {"system": args.system, "max_tokens": args.max_tokens, "temperature": args.temperature}
     with _client(args) as sm:
@@ -153,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for collection in RESOURCE_COLLECTIONS:
         group = sub.add_parser(collection, help=f"{collection}: list, get, unregister"
-                               + (", register" if collection == "models" else ""))
+                               + (", register" if collection in ("models", "vector-dbs", "toolgroups") else ""))
         ops = group.add_subparsers(dest="op", required=True)
         q = ops.add_parser("list")
         q.add_argument("--provider")
@@ -173,6 +256,47 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--type", choices=["llm", "embedding", "rerank"], default="llm")
             q.add_argument("--metadata", help='JSON, e.g. \'{"embedding_dimension": 384}\'')
             q.set_defaults(func=cmd_models_register)
+        if collection == "vector-dbs":
+            q = ops.add_parser("register")
+            q.add_argument("vector_db_id")
+            q.add_argument("--embedding-model", required=True, help="an embedding model; its dimension is used")
+            q.add_argument("--provider", help="vector_io provider_id (optional when only one)")
+            q.add_argument("--dimension", type=int, help="must equal the model's dimension if given")
+            q.set_defaults(func=cmd_vector_dbs_register)
+        if collection == "toolgroups":
+            q = ops.add_parser("register")
+            q.add_argument("toolgroup_id")
+            q.add_argument("--mcp-command", help='a stdio MCP server, e.g. "python -m mcp_server_time"')
+            q.add_argument("--mcp-endpoint", help="a streamable HTTP MCP endpoint, e.g. http://127.0.0.1:8000/mcp")
+            q.add_argument("--provider", help="tool_runtime provider_id (optional when only one)")
+            q.set_defaults(func=cmd_toolgroups_register)
+
+    rag = sub.add_parser("rag", help="insert documents into and query a vector DB").add_subparsers(dest="op", required=True)
+    q = rag.add_parser("insert")
+    q.add_argument("vector_db_id")
+    q.add_argument("paths", nargs="+", help=".txt, .md, .pdf files or directories")
+    q.add_argument("--chunk-size", type=int, help="tokens per chunk (default 512)")
+    q.add_argument("--chunk-overlap", type=int, help="tokens of overlap (default 128)")
+    q.set_defaults(func=cmd_rag_insert)
+    q = rag.add_parser("query")
+    q.add_argument("vector_db_id")
+    q.add_argument("query")
+    q.add_argument("--also", nargs="*", default=[], help="more vector DBs to search")
+    q.add_argument("--max-chunks", type=int, default=5)
+    q.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default="vector")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_rag_query)
+
+    tools = sub.add_parser("tools", help="list and invoke tools").add_subparsers(dest="op", required=True)
+    q = tools.add_parser("list")
+    q.add_argument("--group")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_tools_list)
+    q = tools.add_parser("invoke")
+    q.add_argument("tool")
+    q.add_argument("arguments", nargs="?", help="JSON object")
+    q.add_argument("--group")
+    q.set_defaults(func=cmd_tools_invoke)
 
     q = sub.add_parser("chat", help="chat with a model (streams tokens)")
     q.add_argument("model")

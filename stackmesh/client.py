@@ -23,12 +23,16 @@ from grpc_status import rpc_status
 from stackmesh.common.v1 import common_pb2
 from stackmesh.inference.v1 import inference_pb2 as ipb, inference_pb2_grpc
 from stackmesh.registry.v1 import registry_pb2 as rpb, registry_pb2_grpc
+from stackmesh.tool_runtime.v1 import tool_runtime_pb2 as tpb, tool_runtime_pb2_grpc
+from stackmesh.vector_io.v1 import vector_io_pb2 as vpb, vector_io_pb2_grpc
 
 __all__ = ["StackmeshClient", "StackmeshClientError", "DEFAULT_URL", "RESOURCE_COLLECTIONS"]
 
 DEFAULT_URL = "127.0.0.1:50051"
 MODEL_TYPES = {"llm": common_pb2.MODEL_TYPE_LLM, "embedding": common_pb2.MODEL_TYPE_EMBEDDING,
                "rerank": common_pb2.MODEL_TYPE_RERANK}
+
+SEARCH_MODES = {"vector": vpb.SEARCH_MODE_VECTOR, "keyword": vpb.SEARCH_MODE_KEYWORD, "hybrid": vpb.SEARCH_MODE_HYBRID}
 
 # CLI collection name -> (stub, Name, Plural, list response field)
 RESOURCE_COLLECTIONS: dict[str, tuple[Any, str, str, str]] = {
@@ -79,6 +83,8 @@ class StackmeshClient:
         self.channel = grpc.insecure_channel(self.url, options=[("grpc.max_receive_message_length", 64 << 20)])
         self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
         self.providers_stub = registry_pb2_grpc.ProvidersServiceStub(self.channel)
+        self.vector_io = vector_io_pb2_grpc.VectorIOServiceStub(self.channel)
+        self.tool_runtime = tool_runtime_pb2_grpc.ToolRuntimeServiceStub(self.channel)
 
     def __enter__(self) -> "StackmeshClient":
         return self
@@ -128,6 +134,20 @@ class StackmeshClient:
         return _call(registry_pb2_grpc.ModelsServiceStub(self.channel).RegisterModel, request,
                      timeout=self.timeout).model
 
+    def register_vector_db(self, vector_db_id: str, embedding_model: str, *, provider_id: str = "",
+                           embedding_dimension: int = 0) -> common_pb2.Resource:
+        request = rpb.RegisterVectorDBRequest(vector_db_id=vector_db_id, embedding_model=embedding_model,
+                                              provider_id=provider_id, embedding_dimension=embedding_dimension)
+        return _call(registry_pb2_grpc.VectorDBsServiceStub(self.channel).RegisterVectorDB, request,
+                     timeout=self.timeout).vector_db
+
+    def register_tool_group(self, toolgroup_id: str, *, provider_id: str = "", mcp_endpoint: str = "",
+                            mcp_command: list[str] | None = None) -> common_pb2.Resource:
+        request = rpb.RegisterToolGroupRequest(toolgroup_id=toolgroup_id, provider_id=provider_id,
+                                               mcp_endpoint=mcp_endpoint, mcp_command=mcp_command or [])
+        return _call(registry_pb2_grpc.ToolGroupsServiceStub(self.channel).RegisterToolGroup, request,
+                     timeout=self.timeout).tool_group
+
     def providers(self, api: str = "") -> list[common_pb2.Provider]:
         return list(_call(self.providers_stub.ListProviders, rpb.ListProvidersRequest(api=api),
                           timeout=self.timeout).providers)
@@ -164,6 +184,38 @@ class StackmeshClient:
     def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         reply = _call(self.inference.Embeddings, ipb.EmbeddingsRequest(model=model, input=inputs), timeout=self.timeout)
         return [list(item.embedding) for item in reply.data]
+
+    # ------------------------------------------------------------------ tools and RAG
+    def list_tools(self, toolgroup_id: str = "") -> tpb.ListRuntimeToolsResponse:
+        return _call(self.tool_runtime.ListRuntimeTools, tpb.ListRuntimeToolsRequest(toolgroup_id=toolgroup_id),
+                     timeout=self.timeout)
+
+    def invoke_tool(self, tool_name: str, arguments: dict[str, Any] | None = None,
+                    toolgroup_id: str = "") -> tpb.InvokeToolResponse:
+        args = struct_pb2.Struct()
+        args.update(arguments or {})
+        return _call(self.tool_runtime.InvokeTool, tpb.InvokeToolRequest(
+            tool_name=tool_name, arguments=args, toolgroup_id=toolgroup_id), timeout=self.timeout)
+
+    def insert_documents(self, vector_db_id: str, documents: list[dict[str, str]], *,
+                         chunk_size_in_tokens: int = 0, chunk_overlap_in_tokens: int = 0) -> tpb.InsertDocumentsResponse:
+        """documents: [{"document_id", "content"}] or [{"document_id", "uri": "file:///..."}]."""
+        return _call(self.tool_runtime.InsertDocuments, tpb.InsertDocumentsRequest(
+            vector_db_id=vector_db_id, documents=[tpb.RAGDocument(**d) for d in documents],
+            chunk_size_in_tokens=chunk_size_in_tokens, chunk_overlap_in_tokens=chunk_overlap_in_tokens),
+            timeout=self.timeout)
+
+    def knowledge_search(self, query: str, vector_db_ids: list[str], *, max_chunks: int = 0,
+                         mode: str = "vector") -> tpb.KnowledgeSearchResponse:
+        return _call(self.tool_runtime.KnowledgeSearch, tpb.KnowledgeSearchRequest(
+            query=query, vector_db_ids=vector_db_ids, max_chunks=max_chunks, mode=SEARCH_MODES[mode]),
+            timeout=self.timeout)
+
+    def query_chunks(self, vector_db_id: str, query: str, *, max_chunks: int = 0, mode: str = "vector",
+                     score_threshold: float = 0.0) -> vpb.QueryChunksResponse:
+        return _call(self.vector_io.QueryChunks, vpb.QueryChunksRequest(
+            vector_db_id=vector_db_id, query=query, max_chunks=max_chunks, mode=SEARCH_MODES[mode],
+            score_threshold=score_threshold), timeout=self.timeout)
 
     @staticmethod
     def to_dict(message: Any) -> dict[str, Any]:
