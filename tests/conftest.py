@@ -17,7 +17,12 @@ from services.common.server import ServiceHost  # noqa: E402
 
 
 def make_config(tmp_path: pathlib.Path, providers: dict[str, Any] | None = None,
-                resources: dict[str, Any] | None = None, mesh: dict[str, Any] | None = None):
+                resources: dict[str, Any] | None = None, mesh: dict[str, Any] | None = None,
+                backend: dict[str, Any] | None = None):
+    """A parsed config; ``backend`` (a kv_postgres entry) puts the registry on PostgreSQL, else SQLite."""
+    storage = None
+    if backend is not None:
+        storage = {"backends": {"kv_default": backend}, "stores": {"metadata": {"backend": "kv_default"}}}
     raw = {
         "version": 2,
         "distro_name": "test",
@@ -28,7 +33,8 @@ def make_config(tmp_path: pathlib.Path, providers: dict[str, Any] | None = None,
             ]
         },
         "registered_resources": resources or {},
-        "mesh": {"registry_db": str(tmp_path / "registry.db"), **(mesh or {})},
+        "mesh": {**({"registry_db": str(tmp_path / "registry.db")} if backend is None else {}), **(mesh or {})},
+        **({"storage": storage} if storage else {}),
     }
     return parse_config(raw, "test")
 
@@ -77,3 +83,21 @@ async def inproc() -> AsyncIterator[InProcess]:
     servers = InProcess()
     yield servers
     await servers.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> dict[str, Any] | None:
+    """Run a registry test on both stores: None (SQLite file) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    server = request.getfixturevalue("postgres")
+    return server.backend(server.new_database())

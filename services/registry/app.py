@@ -9,7 +9,7 @@ from services.common.server import ServiceHost
 from services.registry.core import RegistryCore
 from services.registry.servicer import ProvidersServicer, RegistryServicer, make_resource_servicer
 from services.registry.specs import KINDS
-from services.registry.store import SqliteRegistryStore
+from services.registry.stores import describe_store, open_store
 from stackmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["build_registry"]
@@ -18,11 +18,11 @@ log = logging.getLogger("stackmesh.registry")
 
 
 async def build_registry(config: StackConfig, host: ServiceHost) -> RegistryCore:
-    path = config.registry_db_path()
-    store = SqliteRegistryStore(path)
+    store = open_store(config)
     core = RegistryCore(config, store)
-    skipped = core.start()
-    log.info("loaded store=%s resources=%d revision=%d", path, len(core.index), core.revision)
+    skipped = await core.start()
+    log.info("loaded store=%s resources=%d revision=%d", describe_store(config), len(core.index),
+             core.committed_revision)
     for line in skipped:
         log.warning("config resource skipped: %s", line)
     services = registry_pb2.DESCRIPTOR.services_by_name
@@ -34,6 +34,7 @@ async def build_registry(config: StackConfig, host: ServiceHost) -> RegistryCore
              services["RegistryService"].full_name)
 
     async def close() -> None:
+        await core.stop()
         store.close()
 
     host.on_stop(close)

@@ -22,8 +22,8 @@ def meta(**values) -> struct_pb2.Struct:
     return s
 
 
-async def start(inproc, tmp_path, **kwargs):
-    host, core = await inproc.registry(make_config(tmp_path, **kwargs))
+async def start(inproc, tmp_path, backend, **kwargs):
+    host, core = await inproc.registry(make_config(tmp_path, backend=backend, **kwargs))
     channel = inproc.channel(host.port)
     return core, rgrpc.ModelsServiceStub(channel), rgrpc.RegistryServiceStub(channel), channel
 
@@ -38,8 +38,8 @@ async def expect_error(coro, code: grpc.StatusCode) -> tuple[str, str, dict]:
     return err.details(), info.reason, dict(info.metadata)
 
 
-async def test_identifier_is_verbatim_and_provider_model_id_defaults_to_it(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_identifier_is_verbatim_and_provider_model_id_defaults_to_it(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id="My/Model v1", provider_id="llama-cpp"))
     assert reply.model.identifier == "My/Model v1"
     assert reply.model.provider_resource_id == "My/Model v1"
@@ -48,8 +48,8 @@ async def test_identifier_is_verbatim_and_provider_model_id_defaults_to_it(inpro
     assert got.model.model.model_type == LLM
 
 
-async def test_discovered_models_are_named_provider_slash_model(inproc, tmp_path):
-    core, models, registry, _ = await start(inproc, tmp_path)
+async def test_discovered_models_are_named_provider_slash_model(inproc, tmp_path, backend):
+    core, models, registry, _ = await start(inproc, tmp_path, backend)
     await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
         provider_id="llama-cpp", type=cpb.RESOURCE_TYPE_MODEL,
         resources=[cpb.Resource(provider_resource_id="tiny", model=cpb.ModelSpec(model_type=LLM))]))
@@ -61,8 +61,8 @@ async def test_discovered_models_are_named_provider_slash_model(inproc, tmp_path
     assert resolved.resource.identifier == "llama-cpp/tiny"
 
 
-async def test_provider_slash_x_routes_without_registration(inproc, tmp_path):
-    _, _, registry, _ = await start(inproc, tmp_path)
+async def test_provider_slash_x_routes_without_registration(inproc, tmp_path, backend):
+    _, _, registry, _ = await start(inproc, tmp_path, backend)
     reply = await registry.ResolveResource(rpb.ResolveResourceRequest(
         type=cpb.RESOURCE_TYPE_MODEL, identifier="llama-cpp/some-unregistered.gguf"))
     assert reply.resource.provider_id == "llama-cpp"
@@ -72,8 +72,8 @@ async def test_provider_slash_x_routes_without_registration(inproc, tmp_path):
         type=cpb.RESOURCE_TYPE_MODEL, identifier="nosuch/x")), grpc.StatusCode.NOT_FOUND)
 
 
-async def test_ambiguous_short_name_is_an_error_listing_candidates(inproc, tmp_path):
-    _, models, registry, _ = await start(inproc, tmp_path)
+async def test_ambiguous_short_name_is_an_error_listing_candidates(inproc, tmp_path, backend):
+    _, models, registry, _ = await start(inproc, tmp_path, backend)
     for provider in ("llama-cpp", "sentence-transformers"):
         await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
             provider_id=provider, type=cpb.RESOURCE_TYPE_MODEL, resources=[cpb.Resource(provider_resource_id="twin")]))
@@ -83,15 +83,15 @@ async def test_ambiguous_short_name_is_an_error_listing_candidates(inproc, tmp_p
     assert "llama-cpp/twin" in message and "sentence-transformers/twin" in message
 
 
-async def test_provider_omitted_with_one_candidate_uses_it(inproc, tmp_path):
+async def test_provider_omitted_with_one_candidate_uses_it(inproc, tmp_path, backend):
     providers = {"inference": [{"provider_id": "only", "provider_type": "inline::llama-cpp"}]}
-    _, models, _, _ = await start(inproc, tmp_path, providers=providers)
+    _, models, _, _ = await start(inproc, tmp_path, backend, providers=providers)
     reply = await models.RegisterModel(rpb.RegisterModelRequest(model_id="m"))
     assert reply.model.provider_id == "only"
 
 
-async def test_provider_omitted_with_several_candidates_fails_listing_them(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_provider_omitted_with_several_candidates_fails_listing_them(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     message, reason, metadata = await expect_error(
         models.RegisterModel(rpb.RegisterModelRequest(model_id="m")), grpc.StatusCode.FAILED_PRECONDITION)
     assert reason == "AMBIGUOUS_PROVIDER"
@@ -99,26 +99,26 @@ async def test_provider_omitted_with_several_candidates_fails_listing_them(inpro
     assert metadata["candidates"] == "llama-cpp,sentence-transformers"
 
 
-async def test_unknown_provider_is_not_found_and_names_the_configured_ones(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_unknown_provider_is_not_found_and_names_the_configured_ones(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     message, reason, _ = await expect_error(
         models.RegisterModel(rpb.RegisterModelRequest(model_id="m", provider_id="nope")), grpc.StatusCode.NOT_FOUND)
     assert reason == "PROVIDER_NOT_FOUND" and "llama-cpp" in message
 
 
-async def test_reregistering_the_same_spec_is_a_noop(inproc, tmp_path):
-    core, models, _, _ = await start(inproc, tmp_path)
+async def test_reregistering_the_same_spec_is_a_noop(inproc, tmp_path, backend):
+    core, models, _, _ = await start(inproc, tmp_path, backend)
     request = rpb.RegisterModelRequest(model_id="e", provider_id="sentence-transformers", model_type=EMB,
                                        metadata=meta(embedding_dimension=384))
     first = await models.RegisterModel(request)
-    revision = core.revision
+    revision = core.committed_revision
     second = await models.RegisterModel(request)
     assert second.model == first.model
-    assert core.revision == revision
+    assert core.committed_revision == revision
 
 
-async def test_reregistering_a_different_spec_names_the_differing_fields(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_reregistering_a_different_spec_names_the_differing_fields(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="e", provider_id="sentence-transformers",
                                                         model_type=EMB, metadata=meta(embedding_dimension=384)))
     message, reason, metadata = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
@@ -129,25 +129,25 @@ async def test_reregistering_a_different_spec_names_the_differing_fields(inproc,
     assert "provider_resource_id" in message and "metadata" in message
 
 
-async def test_embedding_model_without_dimension_is_rejected(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_embedding_model_without_dimension_is_rejected(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     message, reason, _ = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
         model_id="e", provider_id="sentence-transformers", model_type=EMB)), grpc.StatusCode.INVALID_ARGUMENT)
     assert reason == "EMBEDDING_DIMENSION_MISSING" and "embedding_dimension" in message
 
 
-async def test_not_found_has_a_hint_how_to_list(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_not_found_has_a_hint_how_to_list(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     message, reason, _ = await expect_error(models.GetModel(rpb.GetModelRequest(model_id="ghost")),
                                             grpc.StatusCode.NOT_FOUND)
     assert "stackmesh models list" in message and reason == "RESOURCE_NOT_FOUND"
     await expect_error(models.UnregisterModel(rpb.UnregisterModelRequest(model_id="ghost")), grpc.StatusCode.NOT_FOUND)
 
 
-async def test_vector_db_needs_an_embedding_model_of_matching_dimension(inproc, tmp_path):
+async def test_vector_db_needs_an_embedding_model_of_matching_dimension(inproc, tmp_path, backend):
     providers = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
                  "vector_io": [{"provider_id": "faiss", "provider_type": "inline::faiss"}]}
-    _, models, _, channel = await start(inproc, tmp_path, providers=providers)
+    _, models, _, channel = await start(inproc, tmp_path, backend, providers=providers)
     vdbs = rgrpc.VectorDBsServiceStub(channel)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="llm", model_type=LLM))
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
@@ -161,7 +161,7 @@ async def test_vector_db_needs_an_embedding_model_of_matching_dimension(inproc, 
     assert ok.vector_db.vector_db.embedding_dimension == 384
 
 
-async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp_path):
+async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp_path, backend):
     providers = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
                  "safety": [{"provider_id": "llama-guard", "provider_type": "inline::llama-guard"}],
                  "vector_io": [{"provider_id": "faiss", "provider_type": "inline::faiss"}],
@@ -169,7 +169,7 @@ async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp
                  "scoring": [{"provider_id": "basic", "provider_type": "inline::basic"}],
                  "eval": [{"provider_id": "meta-reference", "provider_type": "inline::meta-reference"}],
                  "tool_runtime": [{"provider_id": "mcp", "provider_type": "remote::model-context-protocol"}]}
-    _, models, _, channel = await start(inproc, tmp_path, providers=providers)
+    _, models, _, channel = await start(inproc, tmp_path, backend, providers=providers)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
     cases = [
         ("Shield", "Shields", "shield", rpb.RegisterShieldRequest(shield_id="x", provider_shield_id="emb")),
@@ -198,8 +198,8 @@ async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp
                            grpc.StatusCode.NOT_FOUND)
 
 
-async def test_list_pages_through_everything_once(inproc, tmp_path):
-    _, models, _, _ = await start(inproc, tmp_path)
+async def test_list_pages_through_everything_once(inproc, tmp_path, backend):
+    _, models, _, _ = await start(inproc, tmp_path, backend)
     for i in range(25):
         await models.RegisterModel(rpb.RegisterModelRequest(model_id=f"m{i:02d}", provider_id="llama-cpp"))
     seen, token = [], ""
@@ -214,8 +214,8 @@ async def test_list_pages_through_everything_once(inproc, tmp_path):
     await expect_error(models.ListModels(rpb.ListModelsRequest(page_token="%%%")), grpc.StatusCode.INVALID_ARGUMENT)
 
 
-async def test_revisions_increase_and_watch_streams_every_change(inproc, tmp_path):
-    core, models, registry, _ = await start(inproc, tmp_path)
+async def test_revisions_increase_and_watch_streams_every_change(inproc, tmp_path, backend):
+    core, models, registry, _ = await start(inproc, tmp_path, backend)
     watch = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=0))
     first = await watch.read()
     assert first.event_type == rpb.WATCH_EVENT_TYPE_RESET
@@ -229,19 +229,19 @@ async def test_revisions_increase_and_watch_streams_every_change(inproc, tmp_pat
     assert [(e.event_type, e.resource.identifier) for e in events] == [
         (rpb.WATCH_EVENT_TYPE_PUT, "a"), (rpb.WATCH_EVENT_TYPE_PUT, "b"), (rpb.WATCH_EVENT_TYPE_DELETE, "a")]
     assert [e.revision for e in events] == sorted(e.revision for e in events)
-    assert revisions[0] < revisions[1] < events[2].revision == core.revision
+    assert revisions[0] < revisions[1] < events[2].revision == core.committed_revision
     watch.cancel()
     # Resuming from a revision replays exactly what came after it.
     resumed = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=revisions[0]))
     replay = [await resumed.read() for _ in range(3)]
     assert [(e.event_type, e.resource.identifier) for e in replay[:2]] == [
         (rpb.WATCH_EVENT_TYPE_PUT, "b"), (rpb.WATCH_EVENT_TYPE_DELETE, "a")]
-    assert replay[2].event_type == rpb.WATCH_EVENT_TYPE_SYNCED and replay[2].revision == core.revision
+    assert replay[2].event_type == rpb.WATCH_EVENT_TYPE_SYNCED and replay[2].revision == core.committed_revision
     resumed.cancel()
 
 
-async def test_discovery_sync_is_one_atomic_diff_and_never_touches_registered(inproc, tmp_path):
-    core, models, registry, _ = await start(inproc, tmp_path)
+async def test_discovery_sync_is_one_atomic_diff_and_never_touches_registered(inproc, tmp_path, backend):
+    core, models, registry, _ = await start(inproc, tmp_path, backend)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="llama-cpp/keep", provider_id="llama-cpp",
                                                         provider_model_id="keep"))
 
@@ -269,19 +269,19 @@ async def test_discovery_sync_is_one_atomic_diff_and_never_touches_registered(in
     assert listed.models[0].source == cpb.RESOURCE_SOURCE_REGISTERED
 
 
-async def test_config_is_the_source_of_truth_for_config_resources(inproc, tmp_path):
+async def test_config_is_the_source_of_truth_for_config_resources(inproc, tmp_path, backend):
     resources = {"models": [
         {"model_id": "cfg-a", "provider_id": "llama-cpp"},
         {"model_id": "cfg-b", "provider_id": "llama-cpp", "metadata": {"v": 1}},
     ]}
-    host, core = await inproc.registry(make_config(tmp_path, resources=resources))
+    host, core = await inproc.registry(make_config(tmp_path, backend=backend, resources=resources))
     models = rgrpc.ModelsServiceStub(inproc.channel(host.port))
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="mine", provider_id="llama-cpp"))
     assert (await models.GetModel(rpb.GetModelRequest(model_id="cfg-a"))).model.source == cpb.RESOURCE_SOURCE_CONFIG
     await host.stop()
     # Restart with cfg-a removed from the file and cfg-b changed.
     changed = {"models": [{"model_id": "cfg-b", "provider_id": "llama-cpp", "metadata": {"v": 2}}]}
-    host, core = await inproc.registry(make_config(tmp_path, resources=changed))
+    host, core = await inproc.registry(make_config(tmp_path, backend=backend, resources=changed))
     models = rgrpc.ModelsServiceStub(inproc.channel(host.port))
     listed = {m.identifier: m for m in (await models.ListModels(rpb.ListModelsRequest())).models}
     assert set(listed) == {"cfg-b", "mine"}
@@ -289,21 +289,21 @@ async def test_config_is_the_source_of_truth_for_config_resources(inproc, tmp_pa
     assert listed["mine"].source == cpb.RESOURCE_SOURCE_REGISTERED
 
 
-async def test_config_resource_with_ambiguous_provider_fails_start_with_its_path(inproc, tmp_path):
+async def test_config_resource_with_ambiguous_provider_fails_start_with_its_path(inproc, tmp_path, backend):
     from services.common.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        await inproc.registry(make_config(tmp_path, resources={"models": [{"model_id": "x"}]}))
+        await inproc.registry(make_config(tmp_path, backend=backend, resources={"models": [{"model_id": "x"}]}))
     assert caught.value.path == "registered_resources.models[0]"
     assert "llama-cpp" in caught.value.message
 
 
-async def test_watch_reaches_the_gateway_cache_quickly(inproc, tmp_path):
+async def test_watch_reaches_the_gateway_cache_quickly(inproc, tmp_path, backend):
     import time
 
     from services.common.config import ServiceTarget
 
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, backend=backend)
     host, core = await inproc.registry(config)
     config.mesh.registry = ServiceTarget(target=f"127.0.0.1:{host.port}")
     gw_host, forwarder = await inproc.gateway(config)
@@ -324,8 +324,8 @@ async def _until(predicate) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_registered_alias_does_not_make_the_short_name_ambiguous(inproc, tmp_path):
-    _, models, registry, _ = await start(inproc, tmp_path)
+async def test_registered_alias_does_not_make_the_short_name_ambiguous(inproc, tmp_path, backend):
+    _, models, registry, _ = await start(inproc, tmp_path, backend)
     await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
         provider_id="sentence-transformers", type=cpb.RESOURCE_TYPE_MODEL,
         resources=[cpb.Resource(provider_resource_id="mini", model=cpb.ModelSpec(model_type=EMB),
@@ -337,14 +337,14 @@ async def test_registered_alias_does_not_make_the_short_name_ambiguous(inproc, t
     assert resolved.resource.identifier == "sentence-transformers/mini"
 
 
-async def test_a_failed_write_is_not_acknowledged_and_leaves_no_trace(inproc, tmp_path, monkeypatch):
-    core, models, _, _ = await start(inproc, tmp_path)
+async def test_a_failed_write_is_not_acknowledged_and_leaves_no_trace(inproc, tmp_path, backend, monkeypatch):
+    core, models, _, _ = await start(inproc, tmp_path, backend)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="kept", provider_id="llama-cpp"))
 
     def disk_full(changes):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.store, "write", disk_full)
+    monkeypatch.setattr(core.store, "commit", disk_full)
     _, reason, _ = await expect_error(models.RegisterModel(rpb.RegisterModelRequest(
         model_id="lost", provider_id="llama-cpp")), grpc.StatusCode.UNAVAILABLE)
     assert reason == "STORE_WRITE_FAILED"
@@ -354,21 +354,21 @@ async def test_a_failed_write_is_not_acknowledged_and_leaves_no_trace(inproc, tm
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="lost", provider_id="llama-cpp"))  # works again
 
 
-async def test_concurrent_registrations_are_group_committed_and_all_durable(inproc, tmp_path):
-    core, models, _, _ = await start(inproc, tmp_path)
+async def test_concurrent_registrations_are_group_committed_and_all_durable(inproc, tmp_path, backend):
+    core, models, _, _ = await start(inproc, tmp_path, backend)
     writes = []
-    original = core.store.write
-    core.store.write = lambda changes: (writes.append(len(changes)), original(changes))[1]
+    original = core.store.commit
+    core.store.commit = lambda changes: (writes.append(len(changes)), original(changes))[1]
     await asyncio.gather(*[models.RegisterModel(rpb.RegisterModelRequest(model_id=f"g{i}", provider_id="llama-cpp"))
                            for i in range(200)])
     assert sum(writes) == 200 and len(writes) < 200  # several registrations share one transaction
     stored, revision = core.store.load()
     assert {r.identifier for r in stored} >= {f"g{i}" for i in range(200)}
-    assert revision == core.committed_revision == core.revision
+    assert revision == core.committed_revision == core.journal.revision
 
 
-async def test_a_fresh_watcher_gets_the_snapshot_in_batches(inproc, tmp_path):
-    core, models, registry, _ = await start(inproc, tmp_path)
+async def test_a_fresh_watcher_gets_the_snapshot_in_batches(inproc, tmp_path, backend):
+    core, models, registry, _ = await start(inproc, tmp_path, backend)
     for batch in range(12):
         await asyncio.gather(*[models.RegisterModel(rpb.RegisterModelRequest(model_id=f"s{batch * 100 + i}",
                                                                              provider_id="llama-cpp"))

@@ -40,10 +40,13 @@ def free_port() -> int:
 
 def write_config(directory: pathlib.Path, *, providers: dict[str, Any] | None = None,
                  resources: dict[str, Any] | None = None, ports: dict[str, int] | None = None,
-                 refresh_interval: float = 60.0, name: str = "run.yaml", extra_mesh: dict[str, Any] | None = None) -> pathlib.Path:
+                 refresh_interval: float = 60.0, name: str = "run.yaml", extra_mesh: dict[str, Any] | None = None,
+                 registry_backend: dict[str, Any] | None = None) -> pathlib.Path:
+    """A run config for tests; ``registry_backend`` (a kv_postgres entry) puts the registry on PostgreSQL."""
     ports = ports or {}
-    mesh: dict[str, Any] = {"host": "127.0.0.1", "refresh_interval_seconds": refresh_interval,
-                            "registry_db": str(directory / "registry.db"), "services": {}}
+    mesh: dict[str, Any] = {"host": "127.0.0.1", "refresh_interval_seconds": refresh_interval, "services": {}}
+    if registry_backend is None:
+        mesh["registry_db"] = str(directory / "registry.db")
     if "registry" in ports:
         mesh["registry"] = {"target": f"127.0.0.1:{ports['registry']}"}
     for api, port in ports.items():
@@ -57,6 +60,9 @@ def write_config(directory: pathlib.Path, *, providers: dict[str, Any] | None = 
         "server": {"port": ports.get("gateway", 0)},
         "mesh": mesh,
     }
+    if registry_backend is not None:
+        config["storage"] = {"backends": {"kv_default": registry_backend},
+                             "stores": {"metadata": {"backend": "kv_default"}}}
     path = directory / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
