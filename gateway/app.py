@@ -45,6 +45,7 @@ async def build_gateway(config: StackConfig, host: ServiceHost) -> Forwarder:
     forwarder = Forwarder(config, mesh, cache)
     host.server.add_generic_rpc_handlers((forwarder,))
     host.extra_reflection_names.extend(public_service_names())
+    host.tag_replies = False  # callers see which backend replica answered, not the gateway
     cache.start()
     follower = asyncio.create_task(_follow_backend_health(host, mesh), name="backend-health")
 

@@ -15,7 +15,7 @@ import grpc
 
 from gateway.routes import PUBLIC_ROUTES, Route, peek_resource_id
 from services.common.config import StackConfig
-from services.common.errors import StackmeshError
+from services.common.errors import Unavailable, to_grpc_status
 from services.common.mesh import make_channel, MeshClient
 from services.common.registry_cache import RegistryCache
 from services.common.server import SERVED_BY_KEY
@@ -44,6 +44,16 @@ def _backend_trailers(metadata: Any) -> tuple[tuple[str, Any], ...]:
 
 async def _abort_from(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
     await context.abort(err.code(), err.details() or "", _backend_trailers(err.trailing_metadata()))
+
+
+async def _abort_stream_cut(context: grpc.aio.ServicerContext, backend: str, served_by: str, relayed: int,
+                            err: grpc.aio.AioRpcError) -> None:
+    error = Unavailable(
+        f"the stream was cut after {relayed} messages: the {backend} replica serving it "
+        f"({served_by or 'unknown'}) went away ({err.details()}); the request can be sent again",
+        reason="STREAM_INTERRUPTED", metadata={"served_by": served_by, "messages_relayed": relayed})
+    status = to_grpc_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 class Forwarder(grpc.GenericRpcHandler):
@@ -79,11 +89,20 @@ class Forwarder(grpc.GenericRpcHandler):
             async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
                 call = self._channel(route, request).unary_stream(path)(
                     request, timeout=_timeout(context), metadata=_forward_metadata(context))
+                relayed, served_by = 0, ""
                 try:
+                    headers = await call.initial_metadata()
+                    served_by = dict(headers or ()).get(SERVED_BY_KEY, "")
+                    if served_by:
+                        await context.send_initial_metadata(((SERVED_BY_KEY, served_by),))
                     async for message in call:
+                        relayed += 1
                         yield message
                     context.set_trailing_metadata(_backend_trailers(await call.trailing_metadata()))
                 except grpc.aio.AioRpcError as err:
+                    if err.code() == grpc.StatusCode.UNAVAILABLE and relayed:
+                        # Mid-stream: not retried (the caller has part of the answer), but said plainly.
+                        await _abort_stream_cut(context, route.backend, served_by, relayed, err)
                     await _abort_from(context, err)
                 finally:
                     call.cancel()  # the caller left: stop the backend too

@@ -54,7 +54,10 @@ def channel_target(target: str) -> str:
 def make_channel(target: str, extra_options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
     options = [o for o in SERVER_OPTIONS if o[0].startswith("grpc.max_") or o[0].startswith("grpc.keepalive")]
     options += [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
-                ("grpc.dns_min_time_between_resolutions_ms", 1000), *(extra_options or [])]
+                ("grpc.dns_min_time_between_resolutions_ms", 1000),
+                # A peer that restarts is reached again within ~2 s (gRPC's default backoff grows to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000), *(extra_options or [])]
     return grpc.aio.insecure_channel(channel_target(target), options=options)
 
 

@@ -48,10 +48,11 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
 SERVED_BY_KEY = "stackmesh-served-by"
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], served_by: str) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], served_by: str | None) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
+            if served_by:
+                context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
             return await behavior(request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -61,10 +62,13 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], served_by: str) -> Call
     return wrapper
 
 
-def _wrap_stream(behavior: Callable[..., Any], served_by: str) -> Callable[..., Any]:
+def _wrap_stream(behavior: Callable[..., Any], served_by: str | None) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
+            if served_by:
+                # Streams say who serves them up front, so a caller knows which replica a cut stream was on.
+                await context.send_initial_metadata(((SERVED_BY_KEY, served_by),))
+                context.set_trailing_metadata(((SERVED_BY_KEY, served_by),))
             async for item in behavior(request, context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -80,7 +84,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     answer with a ``stackmesh-served-by: <process>@<address>`` trailer (which replica answered)."""
 
     def __init__(self) -> None:
-        self.served_by = "unknown"
+        self.served_by: str | None = None
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -113,6 +117,8 @@ class ServiceHost:
         self.service_names: list[str] = []
         # Services reflected but not registered here (the gateway's forwarded ones).
         self.extra_reflection_names: list[str] = []
+        # Tag answers with stackmesh-served-by; a proxy (the gateway) relays its backend's tag instead.
+        self.tag_replies = True
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._stopping = asyncio.Event()
 
@@ -135,7 +141,7 @@ class ServiceHost:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.port}")
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.host}")
-        self._errors.served_by = f"{self.name}@{self.host}:{self.port}"
+        self._errors.served_by = f"{self.name}@{self.host}:{self.port}" if self.tag_replies else None
         await self.server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ():
