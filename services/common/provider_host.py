@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import grpc
@@ -53,6 +55,7 @@ class ProviderSupervisor:
         self.stub = registry_pb2_grpc.RegistryServiceStub(mesh.channel("registry"))
         self.default_interval = default_interval
         self._failures: dict[str, str] = {}
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"  # this replica, for leases
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -71,15 +74,20 @@ class ProviderSupervisor:
     async def _discover(self, provider: Any) -> None:
         backoff = 1.0
         while True:
+            interval = provider.refresh_interval_seconds or self.default_interval
             try:
+                # Every replica lists (that is also its health probe of the provider), but with
+                # refresh_models only the holder of the provider's lease writes the result to the
+                # registry: N replicas do not race N identical syncs each interval.
                 models = await provider.list_models()
-                if models is not None:
+                if models is not None and (not provider.refresh_models
+                                           or await self._hold_lease(provider.provider_id, interval)):
                     await self._sync(provider.provider_id, models)
                 self._failures.pop(provider.provider_id, None)
                 backoff = 1.0
                 if not provider.refresh_models:
                     return
-                await asyncio.sleep(provider.refresh_interval_seconds or self.default_interval)
+                await asyncio.sleep(interval)
             except asyncio.CancelledError:
                 raise
             except (StackmeshError, grpc.aio.AioRpcError, OSError) as err:
@@ -89,6 +97,11 @@ class ProviderSupervisor:
                 self._failures[provider.provider_id] = reason
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, max(60.0, provider.refresh_interval_seconds or 0))
+
+    async def _hold_lease(self, provider_id: str, interval: float) -> bool:
+        reply = await self.stub.AcquireLease(registry_pb2.AcquireLeaseRequest(
+            name=f"discovery/{self.api}/{provider_id}", holder=self.holder, ttl_seconds=interval * 2.5), timeout=5)
+        return reply.granted
 
     async def _sync(self, provider_id: str, models: list[Any]) -> None:
         resources = [T.Resource(provider_resource_id=m.provider_model_id, metadata=struct(m.metadata),

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import psycopg
 
-from services.registry.store import KEEP_CHANGES, OP_PUT, Change
+from services.registry.store import KEEP_CHANGES, LEASE_SQL, OP_PUT, Change
 from stackmesh.common.v1 import common_pb2
 
 __all__ = ["PostgresRegistryStore", "dsn_from_backend"]
@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS stackmesh_changes (
     revision BIGINT PRIMARY KEY,
     op INTEGER NOT NULL,
     body BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stackmesh_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
 );
 """
 
@@ -149,3 +154,13 @@ class PostgresRegistryStore:
 
     def listen(self, callback: Callable[[], None]) -> _Listener:
         return _Listener(self.dsn, callback)
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> tuple[bool, str]:
+        """Take ``name`` if free or expired, or renew it for its holder; (granted, holder).
+        Time is the database's, so replicas on different hosts agree on expiry."""
+        with self._read_lock:
+            now = float(self._reader.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+            row = self._reader.execute(LEASE_SQL, (name, holder, now + ttl_seconds, now)).fetchone()
+            if row is None:
+                row = self._reader.execute("SELECT holder FROM stackmesh_leases WHERE name = %s", (name,)).fetchone()
+        return row[0] == holder, row[0]

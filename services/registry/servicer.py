@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paging import decode_token, encode_token, page_size
 from services.registry.core import RegistryCore
 from services.registry.specs import KINDS, ResourceKind
@@ -88,6 +89,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         added, updated, removed = await self.core.sync_discovered(request.provider_id, request.type, request.resources)
         return R.SyncDiscoveredResourcesResponse(added=added, updated=updated, removed=removed,
                                                  revision=self.core.committed_revision)
+
+    async def AcquireLease(self, request, context):
+        if not request.name or not request.holder or request.ttl_seconds <= 0:
+            raise InvalidArgument("a lease needs a name, a holder and a positive ttl_seconds")
+        granted, holder = await asyncio.to_thread(self.core.store.acquire_lease, request.name, request.holder,
+                                                  request.ttl_seconds)
+        return R.AcquireLeaseResponse(granted=granted, holder=holder)
 
     async def ReportProviderHealth(self, request, context):
         for report in request.reports:

@@ -8,6 +8,7 @@ twin for several registry replicas. Both implement the same small interface used
     commit(changes)          one transaction for the whole batch; releases the lock
     changes_since(revision)  the log after ``revision``, or None when it no longer reaches back
     listen(callback)         call ``callback`` when another replica commits (None: single writer)
+    acquire_lease(name, holder, ttl) -> (granted, holder)
 
 Every commit writes the resources table and the change log together, and the revision is the
 change log's primary key, so a crash (even ``kill -9``) leaves either the whole batch or none of it.
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from stackmesh.common.v1 import common_pb2
 
-__all__ = ["Change", "SqliteRegistryStore", "OP_PUT", "OP_DELETE", "prepare_changes"]
+__all__ = ["Change", "SqliteRegistryStore", "OP_PUT", "OP_DELETE", "prepare_changes", "LEASE_SQL"]
 
 Resource = common_pb2.Resource
 OP_PUT = 1
@@ -44,6 +45,19 @@ CREATE TABLE IF NOT EXISTS stackmesh_changes (
     op INTEGER NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stackmesh_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+# Take a free or expired lease, or renew one's own, atomically; no row back means someone else holds it.
+LEASE_SQL = """
+INSERT INTO stackmesh_leases (name, holder, expires_at) VALUES (%s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE stackmesh_leases.holder = excluded.holder OR stackmesh_leases.expires_at < %s
+RETURNING holder
 """
 
 
@@ -145,3 +159,13 @@ class SqliteRegistryStore:
 
     def listen(self, callback: Callable[[], None]) -> Any:
         return None  # single writer: there is nobody to hear from
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> tuple[bool, str]:
+        """Take ``name`` if it is free or expired, or renew it for its holder; (granted, holder)."""
+        now = time.time()
+        with self._lock:
+            row = self._db.execute(LEASE_SQL.replace("%s", "?"), (name, holder, now + ttl_seconds, now)).fetchone()
+            if row is None:
+                row = self._db.execute("SELECT holder FROM stackmesh_leases WHERE name = ?", (name,)).fetchone()
+        return row[0] == holder, row[0]
+

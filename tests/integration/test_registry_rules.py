@@ -383,3 +383,20 @@ async def test_a_fresh_watcher_gets_the_snapshot_in_batches(inproc, tmp_path, ba
     assert kinds[1:-1] == [rpb.WATCH_EVENT_TYPE_SNAPSHOT] * 3
     assert sorted(r.identifier for e in events for r in e.resources) == sorted(f"s{i}" for i in range(1200))
     assert events[-1].revision == core.committed_revision
+
+
+async def test_a_lease_has_one_holder_until_it_expires(inproc, tmp_path, backend):
+    _, _, registry, _ = await start(inproc, tmp_path, backend)
+
+    async def acquire(holder: str, ttl: float = 0.5):
+        return await registry.AcquireLease(rpb.AcquireLeaseRequest(name="discovery/inference/x", holder=holder,
+                                                                   ttl_seconds=ttl))
+
+    assert (await acquire("replica-1")).granted
+    taken = await acquire("replica-2")
+    assert not taken.granted and taken.holder == "replica-1"
+    assert (await acquire("replica-1")).granted  # the holder renews
+    await asyncio.sleep(0.6)
+    assert (await acquire("replica-2")).granted  # expired: another replica takes over
+    await expect_error(registry.AcquireLease(rpb.AcquireLeaseRequest(name="x", holder="")),
+                       grpc.StatusCode.INVALID_ARGUMENT)
