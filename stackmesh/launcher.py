@@ -25,6 +25,17 @@ _COLORS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m
 _RESET = "\033[0m"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the launcher dies (even by SIGKILL), so a killed
+    launcher never leaves orphaned services holding their ports (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class _Child:
     def __init__(self, name: str, address: str, color: str) -> None:
         self.name = name
@@ -86,7 +97,8 @@ class Launcher:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "stackmesh.cli", "serve", name, "--config", self.config_path,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-                start_new_session=True)  # Ctrl-C reaches only the launcher, which stops children in order
+                start_new_session=True,  # Ctrl-C reaches only the launcher, which stops children in order
+                preexec_fn=_die_with_parent)
             child.pump = asyncio.create_task(self._pump(child))
             await self._wait_healthy(child)
             self._say("launcher", f"{name} is healthy at {address} (pid {child.process.pid})")

@@ -79,7 +79,7 @@ def test_run_starts_in_order_reports_a_dead_child_and_stops_everything(tmp_path)
         assert run.process.wait(30) == 0
         assert not any(alive(pid) for pid in pids.values())
     finally:
-        if run.process.poll() is None:
+        if run.process.poll() is None:  # the children get SIGTERM when the launcher dies (PDEATHSIG)
             run.process.kill()
 
 
@@ -101,5 +101,5 @@ def test_run_on_an_unmodified_llama_stack_starter_config_starts_what_it_can(tmp_
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(30) == 0
     finally:
-        if run.process.poll() is None:
+        if run.process.poll() is None:  # the children get SIGTERM when the launcher dies (PDEATHSIG)
             run.process.kill()

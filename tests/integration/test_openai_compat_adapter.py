@@ -365,3 +365,18 @@ async def test_sse_parser_handles_split_crlf_comments_and_multiline() -> None:
               b"data: [DONE]"]
     events = [e async for e in parse_sse_events(_Chunks(stream))]  # type: ignore[arg-type]
     assert events == ['{"a": 1}', "line1\nline2", "[DONE]"]
+
+
+async def test_connection_limit_follows_config():
+    # aiohttp's default (100 connections) capped one replica at 100 requests in flight to a remote
+    # server (bench/replica_scaling.py showed it); the limit is now a config key.
+    adapter = OpenAICompatAdapter("p", OpenAICompatConfig(base_url="http://127.0.0.1:9/v1", max_connections=300),
+                                  family_defaults("remote::vllm"))
+    try:
+        assert adapter._http().connector.limit == 300
+        default = OpenAICompatAdapter("q", OpenAICompatConfig(base_url="http://127.0.0.1:9/v1"),
+                                      family_defaults("remote::vllm"))
+        assert default._http().connector.limit == 1024
+        await default.shutdown()
+    finally:
+        await adapter.shutdown()

@@ -239,7 +239,8 @@ class OpenAICompatAdapter(InferenceProvider):
         """The provider's one session, opened in the running loop on first use."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl_setting(), ttl_dns_cache=300,
-                                             keepalive_timeout=60)
+                                             keepalive_timeout=60, limit=self.config.max_connections,
+                                             limit_per_host=self.config.max_connections)
             # trust_env: honour HTTPS_PROXY/NO_PROXY like the openai SDK that Llama Stack uses.
             self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
         return self._session

@@ -80,6 +80,10 @@ class OpenAICompatConfig(BaseModel):
         default=120.0, gt=0,
         description="Seconds to wait for a whole non-streaming answer, or between two chunks of "
                     "a stream. Also accepted as `timeout` (Llama Stack).")
+    max_connections: int = Field(
+        default=1024, ge=1,
+        description="Requests one replica may have in flight to the server at once (aiohttp's own "
+                    "default of 100 would cap a replica below what vLLM can batch).")
     network: NetworkSettings | None = Field(
         default=None, description="Llama Stack's network block: tls, proxy, timeout, headers.")
     # --- keys Llama Stack 0.4.5 run configs put on these providers -----------------------------
