@@ -86,36 +86,55 @@ def cmd_toolgroups_register(args: argparse.Namespace) -> None:
     if bool(args.mcp_command) == bool(args.mcp_endpoint):
         sys.exit("give exactly one of --mcp-command or --mcp-endpoint")
     with _client(args) as sm:
-        group = sm.register_tool_group(args.toolgroup_id, provider_id=args.provider or "",
+        provider = args.provider
+        if not provider:  # an MCP server: the MCP provider, even when rag-runtime is configured too
+            mcp = [p.provider_id for p in sm.providers("tool_runtime")
+                   if p.provider_type == "remote::model-context-protocol"]
+            provider = mcp[0] if len(mcp) == 1 else ""
+        group = sm.register_tool_group(args.toolgroup_id, provider_id=provider,
                                        mcp_endpoint=args.mcp_endpoint or "",
                                        mcp_command=shlex.split(args.mcp_command) if args.mcp_command else None)
         print(json.dumps(sm.to_dict(group), indent=2))
 
 
+_MIME_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".pdf": "application/pdf"}
+
+
 def _documents(paths: list[str]) -> list[dict[str, str]]:
-    """.txt, .md and .pdf files under the given files/directories, as file:// documents."""
+    """.txt, .md and .pdf files under the given files/directories, sent inline as data: URIs so
+    the tool_runtime service needs no access to this machine's files (compose, Kubernetes)."""
+    import base64
     import pathlib
 
     found: list[pathlib.Path] = []
     for raw in paths:
         path = pathlib.Path(raw).expanduser().resolve()
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md", ".pdf") and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in _MIME_TYPES and p.is_file())
         elif path.is_file():
             found.append(path)
         else:
             sys.exit(f"{raw}: no such file or directory")
     if not found:
         sys.exit("no .txt, .md or .pdf files found")
-    return [{"document_id": p.name, "uri": p.as_uri()} for p in found]
+    documents = []
+    for p in found:
+        mime = _MIME_TYPES.get(p.suffix.lower(), "text/plain")
+        data = base64.b64encode(p.read_bytes()).decode()
+        documents.append({"document_id": p.name, "uri": f"data:{mime};base64,{data}", "mime_type": mime})
+    return documents
 
 
 def cmd_rag_insert(args: argparse.Namespace) -> None:
     documents = _documents(args.paths)
+    inserted = chunks = 0
     with _client(args) as sm:
-        reply = sm.insert_documents(args.vector_db_id, documents, chunk_size_in_tokens=args.chunk_size or 0,
-                                    chunk_overlap_in_tokens=args.chunk_overlap or 0)
-    print(f"inserted {reply.documents} documents as {reply.chunks} chunks into {args.vector_db_id}")
+        for start in range(0, len(documents), 64):  # batches stay far below the 64 MiB message limit
+            reply = sm.insert_documents(args.vector_db_id, documents[start:start + 64],
+                                        chunk_size_in_tokens=args.chunk_size or 0,
+                                        chunk_overlap_in_tokens=args.chunk_overlap or 0)
+            inserted, chunks = inserted + reply.documents, chunks + reply.chunks
+    print(f"inserted {inserted} documents as {chunks} chunks into {args.vector_db_id}")
 
 
 def cmd_rag_query(args: argparse.Namespace) -> None:

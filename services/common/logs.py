@@ -28,5 +28,6 @@ def configure_logging(service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("STACKMESH_LOG_LEVEL", "INFO").upper())
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "filelock", "huggingface_hub"):
+    for noisy in ("httpx", "httpx2", "urllib3", "sentence_transformers", "filelock", "huggingface_hub",
+                  "mcp.client.streamable_http", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

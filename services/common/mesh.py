@@ -3,7 +3,8 @@
 Each channel balances round robin over every address of its target (a comma list of replicas, or
 ``dns:///name:port`` re-resolved by gRPC when connections fail, which is what compose ``--scale``
 and Kubernetes headless Services need), and retries calls on UNAVAILABLE — except the few
-that are not idempotent (Unregister*), which a retry could turn into a spurious NOT_FOUND.
+that are not idempotent: Unregister* (a retry could turn into a spurious NOT_FOUND) and InvokeTool
+(a tool may have side effects).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ NON_IDEMPOTENT_METHODS: list[tuple[str, str]] = [
     for name, plural in [("Model", "Models"), ("Shield", "Shields"), ("VectorDB", "VectorDBs"),
                          ("Dataset", "Datasets"), ("ScoringFunction", "ScoringFunctions"),
                          ("Benchmark", "Benchmarks"), ("ToolGroup", "ToolGroups")]
+] + [
+    # A tool may have side effects: calling it twice is not the caller's intent.
+    ("stackmesh.tool_runtime.v1.ToolRuntimeService", "InvokeTool"),
 ]
 
 _SERVICE_CONFIG = json.dumps({

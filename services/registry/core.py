@@ -118,6 +118,8 @@ class RegistryCore:
             self._check_model(resource)
         elif resource.type == T.RESOURCE_TYPE_VECTOR_DB:
             self._check_vector_db(resource)
+        elif resource.type == T.RESOURCE_TYPE_TOOL_GROUP:
+            self._check_tool_group(resource)
 
     def _check_model(self, resource: Resource) -> None:
         if resource.model.model_type == T.MODEL_TYPE_UNSPECIFIED:
@@ -147,6 +149,16 @@ class RegistryCore:
                                   reason="DIMENSION_MISMATCH")
         spec.embedding_model = model.identifier
         spec.embedding_dimension = spec.embedding_dimension or dim
+
+    def _check_tool_group(self, resource: Resource) -> None:
+        provider_type = next((p.provider_type for p in self.config.providers.get("tool_runtime", [])
+                              if p.provider_id == resource.provider_id), "")
+        if provider_type == "remote::model-context-protocol":
+            spec = resource.tool_group
+            if bool(spec.mcp_endpoint) == bool(spec.mcp_command):
+                raise InvalidArgument(f"MCP tool group '{resource.identifier}' needs exactly one of mcp_endpoint "
+                                      f"(an HTTP/SSE URL) or mcp_command (a stdio server command)",
+                                      reason="MCP_SERVER_MISSING")
 
     # ----------------------------------------------------------------- public operations
     async def register(self, resource: Resource) -> Resource:

@@ -400,3 +400,18 @@ async def test_a_lease_has_one_holder_until_it_expires(inproc, tmp_path, backend
     assert (await acquire("replica-2")).granted  # expired: another replica takes over
     await expect_error(registry.AcquireLease(rpb.AcquireLeaseRequest(name="x", holder="")),
                        grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_an_mcp_tool_group_needs_exactly_one_server(inproc, tmp_path, backend):
+    providers = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
+                 "tool_runtime": [{"provider_id": "mcp", "provider_type": "remote::model-context-protocol"},
+                                  {"provider_id": "rag", "provider_type": "inline::rag-runtime"}]}
+    _, _, _, channel = await start(inproc, tmp_path, backend, providers=providers)
+    groups = rgrpc.ToolGroupsServiceStub(channel)
+    for request in (rpb.RegisterToolGroupRequest(toolgroup_id="t", provider_id="mcp"),
+                    rpb.RegisterToolGroupRequest(toolgroup_id="t", provider_id="mcp", mcp_endpoint="http://h/mcp",
+                                                 mcp_command=["python", "-m", "x"])):
+        _, reason, _ = await expect_error(groups.RegisterToolGroup(request), grpc.StatusCode.INVALID_ARGUMENT)
+        assert reason == "MCP_SERVER_MISSING"
+    ok = await groups.RegisterToolGroup(rpb.RegisterToolGroupRequest(toolgroup_id="builtin::rag", provider_id="rag"))
+    assert ok.tool_group.provider_id == "rag"  # a RAG group needs no server
