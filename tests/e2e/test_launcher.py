@@ -89,7 +89,7 @@ def test_run_on_an_unmodified_llama_stack_starter_config_starts_what_it_can(tmp_
     run = Run(config, env={"SQLITE_STORE_DIR": str(tmp_path / "store")})
     try:
         run.wait_for(r"stackmesh is up\. Gateway: \S+:8321", timeout=240)
-        assert any("not started: vector_io provider 'faiss' (inline::faiss)" in line for line in run.lines)
+        assert any("not started: safety provider 'llama-guard' (inline::llama-guard)" in line for line in run.lines)
         with StackmeshClient("127.0.0.1:8321") as sm:
             providers = {(p.api, p.provider_id): p for p in sm.providers()}
             assert providers[("inference", "sentence-transformers")].provider_type == "inline::sentence-transformers"

@@ -23,11 +23,10 @@ ALL_EXAMPLES = [STARTER, POSTGRES, OPEN_BENCHMARK]
 
 # Provider types of the starter config that stackmesh does not run (APIs it does not serve).
 STARTER_UNSUPPORTED = {
-    "inline::faiss", "inline::sqlite-vec", "inline::localfs", "inline::llama-guard",
+    "inline::localfs", "inline::llama-guard",
     "inline::code-scanner", "inline::meta-reference", "inline::torchtune-cpu",
     "remote::huggingface", "inline::basic", "inline::llm-as-judge", "inline::braintrust",
-    "remote::brave-search", "remote::tavily-search", "inline::rag-runtime",
-    "remote::model-context-protocol", "inline::reference",
+    "remote::brave-search", "remote::tavily-search", "inline::reference",
 }
 STARTER_INFERENCE_ALWAYS_ON = [
     "fireworks", "together", "bedrock", "openai", "anthropic", "gemini", "groq", "sambanova",
@@ -81,7 +80,7 @@ def test_examples_load_unmodified_with_empty_env(path):
     config = load_example(path)
     assert isinstance(config, StackConfig)
     assert config.source_path == str(path)
-    assert config.apis_to_serve() == ["inference"]
+    assert config.apis_to_serve() == ["inference", "vector_io", "tool_runtime"]
     assert config.server.port == 8321
     assert config.supported_providers("inference")
 
@@ -142,9 +141,9 @@ def test_starter_via_load_config_with_env_vars_set(clean_env, tmp_path):
 def test_starter_unsupported_are_named_with_api_and_reason():
     config = load_example(STARTER)
     by_type = {(u.api, u.provider_type): u for u in config.unsupported}
-    faiss = by_type[("vector_io", "inline::faiss")]
-    assert faiss.provider_id == "faiss"
-    assert "vector_io" in faiss.reason
+    brave = by_type[("tool_runtime", "remote::brave-search")]
+    assert brave.provider_id == "brave-search"
+    assert "no such tool_runtime provider" in brave.reason and "inline::rag-runtime" in brave.reason
     guard = by_type[("safety", "inline::llama-guard")]
     assert guard.provider_id == "llama-guard"
     # meta-reference is reused by agents and eval: both listed, not a duplicate-id error
@@ -209,7 +208,9 @@ def test_provider_catalog_has_the_expected_types():
     for provider_type in ("inline::llama-cpp", "inline::sentence-transformers", "remote::vllm",
                           "remote::openai", "remote::ollama", "remote::tgi"):
         assert provider_type in table
-    assert catalog.provider_table("vector_io") == {}
+    assert {"inline::sqlite-vec", "inline::faiss", "remote::chromadb"} <= set(catalog.provider_table("vector_io"))
+    assert {"inline::rag-runtime", "remote::model-context-protocol"} <= set(catalog.provider_table("tool_runtime"))
+    assert catalog.provider_table("agents") == {}
 
 
 # --- malformed configs: ConfigError with the key path ---------------------------------------------

@@ -21,11 +21,10 @@ STARTER = EXAMPLES / "starter-config.yaml"
 OPEN_BENCHMARK = EXAMPLES / "open-benchmark-config.yaml"
 
 STARTER_UNSUPPORTED = [
-    "inline::faiss", "inline::sqlite-vec", "inline::localfs", "inline::llama-guard",
+    "inline::localfs", "inline::llama-guard",
     "inline::code-scanner", "inline::meta-reference", "inline::torchtune-cpu",
     "remote::huggingface", "inline::basic", "inline::llm-as-judge", "inline::braintrust",
-    "remote::brave-search", "remote::tavily-search", "inline::rag-runtime",
-    "remote::model-context-protocol", "inline::reference",
+    "remote::brave-search", "remote::tavily-search", "inline::reference",
 ]
 
 
@@ -56,7 +55,7 @@ def starter_report(tmp_path, monkeypatch):
 
 
 def test_report_processes(starter_report):
-    assert starter_report["processes"] == ["registry", "inference", "gateway"]
+    assert starter_report["processes"] == ["registry", "inference", "vector_io", "tool_runtime", "gateway"]
     assert starter_report["gateway_port"] == 8321
     assert starter_report["name"] == "starter"
     assert starter_report["config"] == str(STARTER)
@@ -65,14 +64,15 @@ def test_report_processes(starter_report):
 def test_report_unsupported_provider_types(starter_report):
     types = [u["provider_type"] for u in starter_report["unsupported"]]
     assert sorted(set(types)) == sorted(STARTER_UNSUPPORTED)
-    faiss = next(u for u in starter_report["unsupported"] if u["provider_type"] == "inline::faiss")
-    assert faiss == {"api": "vector_io", "provider_id": "faiss", "provider_type": "inline::faiss",
-                     "reason": faiss["reason"]}
-    assert "vector_io" in faiss["reason"]
+    guard = next(u for u in starter_report["unsupported"] if u["provider_type"] == "inline::llama-guard")
+    assert guard == {"api": "safety", "provider_id": "llama-guard", "provider_type": "inline::llama-guard",
+                     "reason": guard["reason"]}
+    assert "safety" in guard["reason"]
 
 
 def test_report_runnable_providers(starter_report):
-    assert list(starter_report["providers"]) == ["inference"]
+    assert list(starter_report["providers"]) == ["inference", "vector_io", "tool_runtime"]
+    assert "faiss (inline::faiss)" in starter_report["providers"]["vector_io"]
     inference = starter_report["providers"]["inference"]
     assert "sentence-transformers (inline::sentence-transformers)" in inference
     assert "openai (remote::openai)" in inference
@@ -87,7 +87,7 @@ def test_report_apis_not_served_disabled_and_resources(starter_report, tmp_path)
     assert "registered_resources.shields[0]: provider_id resolved empty, entry disabled" in skipped
     assert any(s.startswith("registered_resources.tool_groups[0]") and "remote::tavily-search" in s
                for s in skipped)
-    assert starter_report["resources"] == []
+    assert starter_report["resources"] == ["tool group 'builtin::rag'"]  # rag-runtime is served
     assert starter_report["registry_db"] == str(tmp_path / ".llama/distributions/starter/kvstore.db")
 
 
@@ -140,10 +140,10 @@ def test_cli_check_starter(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"config {STARTER} is valid (starter)" in out
-    assert "would start: registry, inference, gateway (gateway on port 8321)" in out
+    assert "would start: registry, inference, vector_io, tool_runtime, gateway (gateway on port 8321)" in out
     for provider_type in STARTER_UNSUPPORTED:
         assert provider_type in out
-    assert "inline::faiss (provider_id faiss)" in out
+    assert "inline::llama-guard (provider_id llama-guard)" in out
     assert "disabled: providers.inference[2] (remote::vllm)" in out
 
 
@@ -152,7 +152,7 @@ def test_cli_check_starter_json(tmp_path):
                      env=clean_environ(tmp_path, VLLM_URL="http://v:8000/v1"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["processes"] == ["registry", "inference", "gateway"]
+    assert report["processes"] == ["registry", "inference", "vector_io", "tool_runtime", "gateway"]
     assert "vllm (remote::vllm)" in report["providers"]["inference"]
     assert {u["provider_type"] for u in report["unsupported"]} == set(STARTER_UNSUPPORTED)
 
