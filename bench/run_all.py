@@ -14,7 +14,8 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-BENCHMARKS = ["gateway_overhead.py", "echo_ceiling.py", "registry_scale.py"]
+BENCHMARKS = ["gateway_overhead.py", "echo_ceiling.py", "registry_scale.py", "replica_scaling.py",
+              "vector_io_throughput.py", "rag_latency.py"]
 
 
 def main(argv: list[str] | None = None) -> int:

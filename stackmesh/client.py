@@ -211,11 +211,22 @@ class StackmeshClient:
             query=query, vector_db_ids=vector_db_ids, max_chunks=max_chunks, mode=SEARCH_MODES[mode]),
             timeout=self.timeout)
 
+    def insert_chunks(self, vector_db_id: str, chunks: list[dict[str, Any]]) -> vpb.InsertChunksResponse:
+        """chunks: [{"content", "document_id"?, "chunk_id"?, "metadata"?: dict, "embedding"?: [float]}]."""
+        messages = []
+        for chunk in chunks:
+            fields = dict(chunk)
+            metadata = struct_pb2.Struct()
+            metadata.update(fields.pop("metadata", None) or {})
+            messages.append(vpb.Chunk(metadata=metadata, **fields))
+        return _call(self.vector_io.InsertChunks, vpb.InsertChunksRequest(vector_db_id=vector_db_id, chunks=messages),
+                     timeout=self.timeout)
+
     def query_chunks(self, vector_db_id: str, query: str, *, max_chunks: int = 0, mode: str = "vector",
-                     score_threshold: float = 0.0) -> vpb.QueryChunksResponse:
+                     score_threshold: float = 0.0, query_embedding: list[float] | None = None) -> vpb.QueryChunksResponse:
         return _call(self.vector_io.QueryChunks, vpb.QueryChunksRequest(
             vector_db_id=vector_db_id, query=query, max_chunks=max_chunks, mode=SEARCH_MODES[mode],
-            score_threshold=score_threshold), timeout=self.timeout)
+            score_threshold=score_threshold, query_embedding=query_embedding or []), timeout=self.timeout)
 
     @staticmethod
     def to_dict(message: Any) -> dict[str, Any]:
