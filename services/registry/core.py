@@ -53,12 +53,17 @@ class RegistryCore:
         loop = asyncio.get_running_loop()
         self._listener = self.store.listen(lambda: loop.call_soon_threadsafe(self.journal.notify_remote))
         entries, skipped = config_resources(self.config)
-        await self.journal.mutate(lambda: self._reconcile(entries, skipped))
+        try:
+            await self.journal.mutate(lambda: self._reconcile(entries, skipped))
+        except BaseException:
+            await self.stop()  # a bad config entry: the process exits, leave no listener behind
+            raise
         return skipped
 
     async def stop(self) -> None:
         if self._listener is not None:
-            self._listener.stop()
+            await asyncio.to_thread(self._listener.stop)
+            self._listener = None
 
     def _reconcile(self, entries: list[tuple[str, Resource]], skipped: list[str]):
         """The config file is the source of truth for CONFIG resources (and only for them)."""
