@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any, Awaitable, Callable, Iterable
 
 import grpc
@@ -141,7 +142,9 @@ class ServiceHost:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.port}")
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.host}")
-        self._errors.served_by = f"{self.name}@{self.host}:{self.port}" if self.tag_replies else None
+        # Bound to every interface (containers): name the replica by its host name, which differs per replica.
+        shown = socket.gethostname() if self.host in ("0.0.0.0", "::", "[::]", "") else self.host
+        self._errors.served_by = f"{self.name}@{shown}:{self.port}" if self.tag_replies else None
         await self.server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ():
