@@ -12,12 +12,14 @@ STAMP := $(VENV)/.stamp-install
 LLAMA_VERSION := 0.3.36
 LLAMA_WHEEL_DIR := .wheels
 
-.PHONY: install protos run test test-unit bench clean help
+.PHONY: install protos run test test-unit bench deploy-test deploy-check tools clean help
 
 help:
 	@echo "make run    - install what is missing, then start registry + services + gateway"
 	@echo "make test   - install what is missing, then run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make deploy-test  - a real docker compose run: engine, images, up, chat, embed, scale, down"
+	@echo "make deploy-check - validate the compose file and the Kubernetes manifests (no Docker)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +37,10 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL_DIR)/.built | $(VENV)/bin/python
 	$(PIP) install --find-links $(LLAMA_WHEEL_DIR) -e ".[build,inference,vector_io,tool_runtime,test]"
 	touch $@
 
-install: $(STAMP) protos
+install: $(STAMP) protos tools
 
-protos: $(STAMP)
-	$(PY) scripts/gen_protos.py
+tools:
+	@sh scripts/ensure_tools.sh
 
 run: install
 	$(VENV)/bin/stackmesh run $(CONFIG)
@@ -51,6 +53,12 @@ test-unit: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+deploy-test: install
+	bash scripts/deploy_test.sh
+
+deploy-check: install
+	$(PY) -m pytest -q tests/integration/test_deploy_files.py
 
 clean:
 	rm -rf $(VENV) $(LLAMA_WHEEL_DIR) build *.egg-info

@@ -56,7 +56,9 @@ def channel_target(target: str) -> str:
 
 
 def make_channel(target: str, extra_options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
-    options = [o for o in SERVER_OPTIONS if o[0].startswith("grpc.max_") or o[0].startswith("grpc.keepalive")]
+    shared = ("grpc.max_receive_message_length", "grpc.max_send_message_length", "grpc.keepalive_time_ms",
+              "grpc.keepalive_timeout_ms", "grpc.keepalive_permit_without_calls")
+    options = [o for o in SERVER_OPTIONS if o[0] in shared]
     options += [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
                 ("grpc.dns_min_time_between_resolutions_ms", 1000),
                 # A peer that restarts is reached again within ~2 s (gRPC's default backoff grows to 120 s).

@@ -31,6 +31,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # Recycle client connections so round-robin clients re-resolve DNS and reach replicas added
+    # later (compose --scale, Kubernetes headless Services); calls in flight finish first.
+    ("grpc.max_connection_age_ms", 30_000),
 ]
 
 

@@ -380,3 +380,25 @@ async def test_connection_limit_follows_config():
         await default.shutdown()
     finally:
         await adapter.shutdown()
+
+
+@pytest.mark.slow
+async def test_a_server_killed_mid_stream_is_an_error_not_an_empty_answer():
+    # A stream that ends early must not look like a complete (empty or short) answer.
+    with LlamaServer(alias="doomed") as doomed:
+        adapter = OpenAICompatAdapter("doomed", OpenAICompatConfig(base_url=doomed.base_url),
+                                      family_defaults("remote::vllm"))
+        model = ModelTarget(identifier="doomed", provider_model_id="doomed", model_type="llm")
+        request = {"messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+                   "max_tokens": 400, "temperature": 0.0}
+        chunks = 0
+        try:
+            with pytest.raises(Unavailable) as caught:
+                async for _ in adapter.stream_chat_completion(model, request):
+                    chunks += 1
+                    if chunks == 3:
+                        doomed._proc.kill()  # the server dies mid-answer
+            assert chunks >= 3
+            assert "doomed" in caught.value.message
+        finally:
+            await adapter.shutdown()

@@ -123,11 +123,19 @@ class OpenAICompatAdapter(InferenceProvider):
         body = self._request_body(model, request, stream=True)
         path = "/chat/completions"
         resp = await self._open("POST", path, body, stream=True, model_id=model.provider_model_id)
+        finished = False
         try:
             async for data in parse_sse_events(resp.content):
                 if data.strip() == "[DONE]":
                     return
-                yield self._decode_chunk(data, path)
+                chunk = self._decode_chunk(data, path)
+                finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                yield chunk
+            if not finished:
+                # The connection ended without [DONE] or a finish_reason: a cut answer, not an empty one.
+                raise Unavailable(f"provider '{self.provider_id}' ({self._meta().get('base_url', '')}) ended the "
+                                  f"stream before the answer was finished; retry the request",
+                                  reason="STREAM_INTERRUPTED", metadata=self._meta())
         except (aiohttp.ClientError, TimeoutError) as err:
             raise self._transport_error(err, "POST", path) from None
         finally:
