@@ -67,8 +67,15 @@ class Launcher:
 
     async def _pump(self, child: _Child) -> None:
         assert child.process and child.process.stdout
-        async for raw in child.process.stdout:
-            self._say(child.name, raw.decode(errors="replace").rstrip(), child.color)
+        # Read chunks, not lines: a line longer than the stream's limit must not stop the pump
+        # (the child would then block on a full pipe).
+        pending = b""
+        while chunk := await child.process.stdout.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                self._say(child.name, raw.decode(errors="replace").rstrip(), child.color)
+        if pending:
+            self._say(child.name, pending.decode(errors="replace").rstrip(), child.color)
         code = await child.process.wait()
         if not child.stopping:
             self._say("launcher", f"{child.name} exited unexpectedly with code {code}; the other services keep running")

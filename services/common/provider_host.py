@@ -90,8 +90,8 @@ class ProviderSupervisor:
                 await asyncio.sleep(interval)
             except asyncio.CancelledError:
                 raise
-            except (StackmeshError, grpc.aio.AioRpcError, OSError) as err:
-                reason = err.message if isinstance(err, StackmeshError) else str(err)
+            except Exception as err:  # noqa: BLE001 - discovery must go on whatever one listing did
+                reason = err.message if isinstance(err, StackmeshError) else f"{type(err).__name__}: {err}"
                 if self._failures.get(provider.provider_id) != reason:
                     log.warning("discovery failed provider=%s retry_in=%.0fs reason=%s", provider.provider_id, backoff, reason)
                 self._failures[provider.provider_id] = reason
@@ -117,7 +117,10 @@ class ProviderSupervisor:
         while True:
             reports = []
             for provider_id, provider in self.providers.items():
-                healthy, message = await provider.health()
+                try:
+                    healthy, message = await provider.health()
+                except Exception as err:  # noqa: BLE001 - a failing health check is a health answer
+                    healthy, message = False, f"health check failed: {type(err).__name__}: {err}"
                 if provider_id in self._failures:
                     healthy, message = False, self._failures[provider_id]
                 if self.health is not None:

@@ -38,7 +38,7 @@ class RegistryCache:
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._in_snapshot = False
+        self._incoming: ResourceIndex | None = None  # a snapshot being received
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -108,35 +108,43 @@ class RegistryCache:
                     log.warning("registry watch lost code=%s revision=%d; serving from cache",
                                 err.code().name, self.revision)
                 self.connected = False
+            except Exception:  # noqa: BLE001 - keep following whatever happened
+                log.exception("registry watch failed; reconnecting")
+                self.connected = False
+            self._incoming = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
     def _apply(self, event: R.WatchResourcesResponse) -> None:
         kind = event.event_type
         if kind == R.WATCH_EVENT_TYPE_RESET:
-            # Until SYNCED the revision stays 0: a watch cut mid-snapshot restarts from scratch.
-            self.index.clear()
-            self.revision = 0
-            self._in_snapshot = True
-        elif kind == R.WATCH_EVENT_TYPE_SNAPSHOT:
+            # A snapshot is built aside and swapped in at SYNCED: requests keep resolving against the
+            # last known state meanwhile (no window where a model 404s), and a watch cut mid-snapshot
+            # leaves that state in place; the revision moves only at SYNCED.
+            self._incoming = ResourceIndex()
+        elif kind == R.WATCH_EVENT_TYPE_SNAPSHOT and self._incoming is not None:
             for resource in event.resources:
-                self.index.put(resource)
+                self._incoming.put(resource)
         elif kind == R.WATCH_EVENT_TYPE_PUT:
             self.index.put(event.resource)
+            self.revision = event.revision
         elif kind == R.WATCH_EVENT_TYPE_DELETE:
             self.index.delete(event.resource.type, event.resource.identifier)
-        if kind == R.WATCH_EVENT_TYPE_SYNCED:
+            self.revision = event.revision
+        elif kind == R.WATCH_EVENT_TYPE_SYNCED:
+            if self._incoming is not None:
+                self.index, self._incoming = self._incoming, None
+            self.revision = event.revision
             if not self.connected:
                 log.info("registry watch synced revision=%d resources=%d", event.revision, len(self.index))
             self.connected = True
             self._synced.set()
-        if kind == R.WATCH_EVENT_TYPE_SYNCED:
-            self._in_snapshot = False
-        if not self._in_snapshot and kind != R.WATCH_EVENT_TYPE_RESET:
-            self.revision = event.revision
-            self._wake_waiters()
+        self._wake_waiters()
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - one listener's bug must not stop the cache following
+                log.exception("registry watch listener failed on %s", R.WatchEventType.Name(kind))
 
     def _wake_waiters(self) -> None:
         still = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, AsyncIterator, Iterable
 
@@ -132,7 +133,7 @@ class RegistryCore:
         if resource.model.model_type == T.MODEL_TYPE_EMBEDDING:
             dim = resource.metadata.fields.get("embedding_dimension")
             value = dim.number_value if dim is not None and dim.WhichOneof("kind") == "number_value" else None
-            if value is None or value <= 0 or value != int(value):
+            if value is None or not math.isfinite(value) or value <= 0 or value != int(value):
                 raise InvalidArgument(
                     f"embedding model '{resource.identifier}' needs metadata.embedding_dimension, a positive integer "
                     f"(e.g. --metadata '{{\"embedding_dimension\": 384}}')", reason="EMBEDDING_DIMENSION_MISSING")

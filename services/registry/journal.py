@@ -22,7 +22,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Callable
 
-from services.common.errors import StackmeshError, Unavailable
+from services.common.errors import Unavailable
 from services.common.resource_index import ResourceIndex
 from services.registry.store import OP_PUT, Change, prepare_changes
 from stackmesh.common.v1 import common_pb2
@@ -76,8 +76,13 @@ class Journal:
         while self._queued or self._remote_pending:
             self._remote_pending = False
             if not self._queued:
-                changes = await asyncio.to_thread(self.store.changes_since, self.committed_revision)
-                self._apply_committed(changes)
+                try:
+                    changes = await asyncio.to_thread(self.store.changes_since, self.committed_revision)
+                    self._apply_committed(changes)
+                except Exception as err:  # noqa: BLE001 - the database is unreachable: try again shortly
+                    log.warning("reading other replicas' changes failed (%s); retrying", err)
+                    self._remote_pending = True
+                    await asyncio.sleep(1.0)
                 continue
             batch, self._queued = self._queued, []
             try:
@@ -100,14 +105,19 @@ class Journal:
         self._apply_committed(await asyncio.to_thread(self.store.begin, self.committed_revision))
         staged: list[Change] = []
         results: list[tuple[asyncio.Future[Any], Any]] = []
-        for mutation, done in batch:
-            try:
-                puts, deletes, result = mutation()
-            except StackmeshError as err:
-                done.set_exception(err)
-                continue
-            staged += self._stage(puts, deletes)
-            results.append((done, result))
+        try:
+            for mutation, done in batch:
+                try:
+                    puts, deletes, result = mutation()
+                except Exception as err:  # noqa: BLE001 - only this caller's request is wrong
+                    if not done.done():  # the caller may have given up (deadline, cancel)
+                        done.set_exception(err)
+                    continue
+                staged += self._stage(puts, deletes)
+                results.append((done, result))
+        except BaseException:
+            await asyncio.to_thread(self.store.rollback)  # never keep the write lock (PostgreSQL)
+            raise
         await asyncio.to_thread(self.store.commit, staged)
         if staged:
             self.committed_revision = staged[-1].revision

@@ -97,15 +97,30 @@ class PostgresRegistryStore:
         self._reader.close()
 
     def load(self) -> tuple[list[Resource], int]:
-        with self._read_lock, self._reader.transaction():  # one snapshot for both reads
+        with self._read_lock, self._reader_conn().transaction():  # one snapshot for both reads
             self._reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             rows = self._reader.execute("SELECT body FROM stackmesh_resources").fetchall()
             last = self._reader.execute("SELECT COALESCE(MAX(revision), 0) FROM stackmesh_changes").fetchone()[0]
         return [Resource.FromString(bytes(body)) for (body,) in rows], int(last)
 
+    def _writer_conn(self) -> psycopg.Connection:
+        """The writer connection, reopened after the database restarted or failed over."""
+        if self._writer.closed or self._writer.broken:
+            self._writer = psycopg.connect(self.dsn, autocommit=True)
+        return self._writer
+
+    def _reader_conn(self) -> psycopg.Connection:
+        if self._reader.closed or self._reader.broken:
+            self._reader = psycopg.connect(self.dsn, autocommit=True)
+        return self._reader
+
+    def rollback(self) -> None:
+        if not self._writer.closed and not self._writer.broken:
+            self._writer.execute("ROLLBACK")
+
     def begin(self, since_revision: int) -> list[Change] | None:
         """Open the write transaction, take the lock, and return what others committed since."""
-        self._writer.execute("BEGIN")
+        self._writer_conn().execute("BEGIN")
         try:
             self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             return self._changes_since(self._writer, since_revision)
@@ -141,7 +156,7 @@ class PostgresRegistryStore:
 
     def changes_since(self, revision: int) -> list[Change] | None:
         with self._read_lock:
-            return self._changes_since(self._reader, revision)
+            return self._changes_since(self._reader_conn(), revision)
 
     @staticmethod
     def _changes_since(conn: psycopg.Connection, revision: int) -> list[Change] | None:
@@ -159,7 +174,7 @@ class PostgresRegistryStore:
         """Take ``name`` if free or expired, or renew it for its holder; (granted, holder).
         Time is the database's, so replicas on different hosts agree on expiry."""
         with self._read_lock:
-            now = float(self._reader.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+            now = float(self._reader_conn().execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
             row = self._reader.execute(LEASE_SQL, (name, holder, now + ttl_seconds, now)).fetchone()
             if row is None:
                 row = self._reader.execute("SELECT holder FROM stackmesh_leases WHERE name = %s", (name,)).fetchone()

@@ -6,6 +6,7 @@ twin for several registry replicas. Both implement the same small interface used
     load() -> (resources, last revision)
     begin(since) -> changes committed by others since ``since`` (and, in PostgreSQL, the write lock)
     commit(changes)          one transaction for the whole batch; releases the lock
+    rollback()               end a begun batch without writing
     changes_since(revision)  the log after ``revision``, or None when it no longer reaches back
     listen(callback)         call ``callback`` when another replica commits (None: single writer)
     acquire_lease(name, holder, ttl) -> (granted, holder)
@@ -113,6 +114,9 @@ class SqliteRegistryStore:
 
     def begin(self, since_revision: int) -> list[Change]:
         return []  # the only writer: nobody else can have committed
+
+    def rollback(self) -> None:
+        """End a batch that will not be committed (nothing is open between begin and commit here)."""
 
     def commit(self, changes: list[Change]) -> None:
         if not changes:

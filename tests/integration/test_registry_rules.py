@@ -415,3 +415,20 @@ async def test_an_mcp_tool_group_needs_exactly_one_server(inproc, tmp_path, back
         assert reason == "MCP_SERVER_MISSING"
     ok = await groups.RegisterToolGroup(rpb.RegisterToolGroupRequest(toolgroup_id="builtin::rag", provider_id="rag"))
     assert ok.tool_group.provider_id == "rag"  # a RAG group needs no server
+
+
+async def test_one_bad_request_in_a_group_commit_fails_alone(inproc, tmp_path, backend):
+    _, models, registry, _ = await start(inproc, tmp_path, backend)
+    watch = registry.WatchResources(rpb.WatchResourcesRequest(since_revision=0))
+    while (await watch.read()).event_type != rpb.WATCH_EVENT_TYPE_SYNCED:
+        pass
+    good = [models.RegisterModel(rpb.RegisterModelRequest(model_id=f"ok{i}", provider_id="llama-cpp"))
+            for i in range(5)]
+    bad = models.RegisterModel(rpb.RegisterModelRequest(model_id="nan", provider_id="sentence-transformers",
+                                                        model_type=EMB, metadata=meta(embedding_dimension=float("nan"))))
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert all(not isinstance(r, Exception) for r in results[:5]), results
+    assert isinstance(results[5], grpc.aio.AioRpcError) and results[5].code() == grpc.StatusCode.INVALID_ARGUMENT
+    seen = {(await asyncio.wait_for(watch.read(), 2)).resource.identifier for _ in range(5)}
+    assert seen == {f"ok{i}" for i in range(5)}  # the watch was not ended by the bad request
+    watch.cancel()
