@@ -62,6 +62,8 @@ class Forwarder(grpc.GenericRpcHandler):
         self.mesh = mesh
         self.cache = cache
         self._provider_channels = {pid: make_channel(t.target) for pid, t in config.mesh.provider_services.items()}
+        # Provider ids are unique per API only: route to a provider's deployment only for its own API.
+        self._providers_of = {api: {p.provider_id for p in entries} for api, entries in config.providers.items()}
         self._handlers = {path: self._handler(path, route) for path, route in PUBLIC_ROUTES.items()}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -73,12 +75,13 @@ class Forwarder(grpc.GenericRpcHandler):
 
     def _channel(self, route: Route, request: bytes) -> grpc.aio.Channel:
         if route.resource_type and self._provider_channels:
+            mine = self._providers_of.get(route.backend, set())
             identifier = peek_resource_id(request)
             resource = self.cache.index.get(route.resource_type, identifier) if identifier else None
-            if resource is not None and resource.provider_id in self._provider_channels:
+            if resource is not None and resource.provider_id in self._provider_channels and resource.provider_id in mine:
                 return self._provider_channels[resource.provider_id]
             prefix = identifier.partition("/")[0]
-            if prefix in self._provider_channels:
+            if prefix in self._provider_channels and prefix in mine:
                 return self._provider_channels[prefix]
         return self.mesh.channel(route.backend)
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
+import uuid
 from typing import Any, Awaitable, Callable, Iterable
 
 import grpc
@@ -45,8 +46,11 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
     if isinstance(error, grpc.aio.AioRpcError):  # a downstream service's status passes through unchanged
         trailing = tuple((k, v) for k, v in (error.trailing_metadata() or ()) if k == "grpc-status-details-bin")
         await context.abort(error.code(), error.details() or "", trailing)
-    log.exception("unexpected error", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+    # The details stay in this service's log: an exception text may carry a URL with a key in it.
+    incident = uuid.uuid4().hex[:12]
+    log.error("unexpected error incident=%s", incident, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL,
+                        f"internal error ({type(error).__name__}); incident {incident} in the service's log")
 
 
 SERVED_BY_KEY = "stackmesh-served-by"
