@@ -39,6 +39,10 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL_DIR)/.built | $(VENV)/bin/python
 
 install: $(STAMP) protos tools
 
+# Generated code lands in stackmesh/<api>/v1/ (package == proto package); always regenerated: cheap.
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
 tools:
 	@sh scripts/ensure_tools.sh
 
