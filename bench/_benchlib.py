@@ -245,3 +245,14 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def report_mesh_failure(err: BaseException, mesh: Any) -> None:
+    """Print why a benchmark against a LocalMesh failed, with each process's log tail."""
+    print(f"FAILED: {type(err).__name__}: {err}")
+    for process in (mesh.registry, *mesh.inference, *mesh.services.values(), mesh.gateway):
+        if process.process is None:
+            continue
+        code = process.process.poll()
+        state = f"exited with {code}" if code is not None else "running"
+        print(f"-- {process.name} {process.address} ({state}); log tail:\n{process.log_tail(15)}")

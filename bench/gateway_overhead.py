@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             mesh.start()
             rc = B.run(lambda: bench(args, mesh))
         except Exception as err:  # noqa: BLE001 - report with the services' logs
-            print(f"FAILED: {type(err).__name__}: {err}")
-            for process in (mesh.registry, *mesh.inference, mesh.gateway):
-                if process.process is not None and process.process.poll() is not None:
-                    print(f"-- {process.name} exited with {process.process.returncode}; log tail:\n{process.log_tail()}")
+            B.report_mesh_failure(err, mesh)
             rc = 1
         finally:
             mesh.stop()

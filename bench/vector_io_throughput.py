@@ -441,9 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             mesh.start()
             rc = B.run(lambda: bench(args, mesh, chroma, folder / "local"))
         except Exception as err:  # noqa: BLE001 - report with the services' logs
-            print(f"FAILED: {type(err).__name__}: {err}")
-            for process in (mesh.registry, *mesh.inference, *mesh.services.values(), mesh.gateway):
-                print(f"-- {process.name} log tail:\n{process.log_tail(15)}")
+            B.report_mesh_failure(err, mesh)
             rc = 1
         finally:
             mesh.stop()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, Awaitable, Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -21,11 +21,12 @@ from services.common import catalog
 from services.common.config import StackConfig
 from services.common.errors import StackmeshError
 from services.common.mesh import MeshClient
+from services.common.registry_cache import RegistryCache
 from services.common.protoutil import MODEL_TYPES, struct
 from stackmesh.common.v1 import common_pb2
 from stackmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["build_providers", "ProviderSupervisor"]
+__all__ = ["build_providers", "ProviderSupervisor", "ApiRuntime"]
 
 log = logging.getLogger("stackmesh.providers")
 T = common_pb2
@@ -134,3 +135,36 @@ class ProviderSupervisor:
             except grpc.aio.AioRpcError:
                 pass  # the registry is down; the next round reports again
             await asyncio.sleep(HEALTH_REPORT_SECONDS)
+
+
+class ApiRuntime:
+    """What every API service process is made of, assembled once: the mesh client, its providers
+    (built from config), a watched registry cache, and the supervisor reporting their health.
+
+    ``start`` opens the providers before the cache applies its first registry event; ``stop``
+    stops following the registry, runs the service's own hooks, then shuts the providers and the mesh.
+    """
+
+    def __init__(self, api: str, config: StackConfig, health: Any,
+                 provider_ids: Callable[[int], Iterable[str]] | None = None) -> None:
+        self.mesh = MeshClient(config.mesh)
+        self.providers = build_providers(api, config)
+        self.cache = RegistryCache(self.mesh, provider_ids or (lambda _type: self.providers.keys()))
+        self.supervisor = ProviderSupervisor(api, self.providers, self.mesh, config.mesh.refresh_interval_seconds,
+                                             health)
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after the cache stops and before the providers shut down."""
+        self._stop_hooks.append(hook)
+
+    async def start(self) -> None:
+        await self.supervisor.start()
+        self.cache.start()
+
+    async def stop(self) -> None:
+        await self.cache.stop()
+        for hook in self._stop_hooks:
+            await hook()
+        await self.supervisor.stop()
+        await self.mesh.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.common import catalog
 from services.common.config import StackConfig
 from services.common.protoutil import MODEL_TYPES, struct
 from stackmesh.common.v1 import common_pb2
@@ -19,8 +20,11 @@ __all__ = ["config_resources"]
 
 T = common_pb2
 Resource = common_pb2.Resource
-_KIND_API = {"models": "inference", "shields": "safety", "vector_dbs": "vector_io", "vector_stores": "vector_io",
-             "datasets": "datasetio", "scoring_fns": "scoring", "benchmarks": "eval", "tool_groups": "tool_runtime"}
+# registered_resources key -> the resource type it holds (whose API serves it: catalog.RESOURCE_API)
+_KIND_TYPE = {"models": T.RESOURCE_TYPE_MODEL, "shields": T.RESOURCE_TYPE_SHIELD,
+              "vector_dbs": T.RESOURCE_TYPE_VECTOR_DB, "vector_stores": T.RESOURCE_TYPE_VECTOR_DB,
+              "datasets": T.RESOURCE_TYPE_DATASET, "scoring_fns": T.RESOURCE_TYPE_SCORING_FUNCTION,
+              "benchmarks": T.RESOURCE_TYPE_BENCHMARK, "tool_groups": T.RESOURCE_TYPE_TOOL_GROUP}
 
 
 def _common(entry: BaseModel, rtype: int, identifier: str, provider_resource_id: str | None,
@@ -81,7 +85,7 @@ def config_resources(config: StackConfig) -> tuple[list[tuple[str, Resource]], l
             if "provider_id" in entry.model_fields_set and not entry.provider_id:
                 skipped.append(f"{path}: provider_id resolved empty, entry disabled")
                 continue
-            api = _KIND_API[kind]
+            api = catalog.RESOURCE_API[_KIND_TYPE[kind]]
             if (api, entry.provider_id) in unsupported:
                 u = unsupported[(api, entry.provider_id)]
                 skipped.append(f"{path}: provider '{u.provider_id}' ({u.provider_type}) is not supported")

@@ -8,7 +8,7 @@ from typing import Any
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paging import decode_token, encode_token, page_size
 from services.registry.core import RegistryCore
-from services.registry.specs import KINDS, ResourceKind
+from services.registry.specs import ResourceKind
 from stackmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["make_resource_servicer", "ProvidersServicer", "RegistryServicer"]

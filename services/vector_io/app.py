@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from services.common.config import StackConfig
-from services.common.mesh import MeshClient
-from services.common.provider_host import ProviderSupervisor, build_providers
-from services.common.registry_cache import RegistryCache
+from services.common.provider_host import ApiRuntime
 from services.common.server import ServiceHost
 from services.vector_io.core import VectorIOCore
 from services.vector_io.embedder import Embedder
@@ -18,26 +16,16 @@ __all__ = ["build_vector_io"]
 
 
 async def build_vector_io(config: StackConfig, host: ServiceHost) -> VectorIOCore:
-    mesh = MeshClient(config.mesh)
-    providers = build_providers("vector_io", config)
-    for provider in providers.values():
+    runtime = ApiRuntime("vector_io", config, host.health)
+    for provider in runtime.providers.values():
         provider.resolve_storage(config)
-    cache = RegistryCache(mesh, lambda _type: providers.keys())
-    indexes = IndexLifecycle(providers, cache)
-    cache.add_listener(indexes.on_event)
-    core = VectorIOCore(VectorDBRouter(providers, cache, indexes), Embedder(mesh))
-    supervisor = ProviderSupervisor("vector_io", providers, mesh, config.mesh.refresh_interval_seconds, host.health)
+    indexes = IndexLifecycle(runtime.providers, runtime.cache)
+    runtime.cache.add_listener(indexes.on_event)
+    core = VectorIOCore(VectorDBRouter(runtime.providers, runtime.cache, indexes), Embedder(runtime.mesh))
     host.add(vector_io_pb2_grpc.add_VectorIOServiceServicer_to_server, VectorIOServicer(core),
              vector_io_pb2.DESCRIPTOR.services_by_name["VectorIOService"].full_name)
-    await supervisor.start()  # providers are open before the first registry event is applied
     indexes.start()
-    cache.start()
-
-    async def close() -> None:
-        await cache.stop()
-        await indexes.stop()
-        await supervisor.stop()
-        await mesh.close()
-
-    host.on_stop(close)
+    runtime.on_stop(indexes.stop)
+    await runtime.start()  # providers are open before the first registry event is applied
+    host.on_stop(runtime.stop)
     return core

@@ -3,7 +3,6 @@ configured as ``remote::vllm`` with ``refresh_models: true``."""
 
 from __future__ import annotations
 
-import time
 
 import grpc
 import pytest
@@ -12,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stackmesh.client import StackmeshClient, StackmeshClientError
 from tests.support.llama_server import LlamaServer
 from tests.support.mesh import LocalMesh
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +19,6 @@ REFRESH = 1.5
 HEALTHY, UNHEALTHY = 1, 2
 
 
-def wait_for(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_remote_models_follow_the_server(tmp_path):
@@ -36,7 +29,7 @@ def test_remote_models_follow_the_server(tmp_path):
                        "api_token": "fake"}}]}
         with LocalMesh(tmp_path, providers=providers) as mesh, StackmeshClient(mesh.url) as sm:
             ids = lambda: {m.identifier: m for m in sm.list("models")}  # noqa: E731
-            wait_for(lambda: "vllm-local/smol-a" in ids(), 30, "the server's model to be discovered")
+            wait_until(lambda: "vllm-local/smol-a" in ids(), 30, "the server's model to be discovered")
             assert ids()["vllm-local/smol-a"].source == 3  # DISCOVERED
 
             # The data path through the remote provider works, by full and by short name.
@@ -50,14 +43,14 @@ def test_remote_models_follow_the_server(tmp_path):
 
             # Restart under another alias: the registry follows within one refresh interval.
             server.restart(alias="smol-b")
-            took = wait_for(lambda: "vllm-local/smol-b" in ids() and "vllm-local/smol-a" not in ids(),
+            took = wait_until(lambda: "vllm-local/smol-b" in ids() and "vllm-local/smol-a" not in ids(),
                             REFRESH * 3 + 5, "the new alias to replace the old one")
             print(f"registry followed the restarted server {took:.2f} s after it was ready")
             assert "my-alias" in ids() and ids()["my-alias"].provider_resource_id == "smol-a"  # untouched
 
             # Stop the server: nothing crashes, the provider turns unhealthy, entries are kept.
             server.stop()
-            wait_for(lambda: {p.provider_id: p.health for p in sm.providers()}["vllm-local"] == UNHEALTHY,
+            wait_until(lambda: {p.provider_id: p.health for p in sm.providers()}["vllm-local"] == UNHEALTHY,
                      REFRESH * 3 + 10, "the provider to show unhealthy")
             message = {p.provider_id: p for p in sm.providers()}["vllm-local"].health_message
             assert server.base_url.rsplit("/", 1)[0] in message or "127.0.0.1" in message, message
@@ -74,5 +67,5 @@ def test_remote_models_follow_the_server(tmp_path):
             assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
             server.start()
-            wait_for(lambda: {p.provider_id: p.health for p in sm.providers()}["vllm-local"] == HEALTHY,
+            wait_until(lambda: {p.provider_id: p.health for p in sm.providers()}["vllm-local"] == HEALTHY,
                      REFRESH * 3 + 15, "the provider to recover")

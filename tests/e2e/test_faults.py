@@ -14,6 +14,7 @@ from services.common.errors import error_info_from_rpc_error
 from stackmesh.client import StackmeshClient
 from stackmesh.inference.v1 import inference_pb2 as ipb, inference_pb2_grpc
 from tests.support.mesh import LocalMesh
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +58,6 @@ class SteadyLoad:
         return collections.Counter(who for at, who in self.served if at >= moment)
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_replica_killed_under_load(tmp_path):
