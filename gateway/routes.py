@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from stackmesh.common.v1 import common_pb2
+from stackmesh.datasetio.v1 import datasetio_pb2
+from stackmesh.eval.v1 import eval_pb2
 from stackmesh.inference.v1 import inference_pb2
 from stackmesh.registry.v1 import registry_pb2
+from stackmesh.safety.v1 import safety_pb2
+from stackmesh.scoring.v1 import scoring_pb2
 from stackmesh.tool_runtime.v1 import tool_runtime_pb2
 from stackmesh.vector_io.v1 import vector_io_pb2
 
@@ -29,7 +33,13 @@ _PUBLIC = [
         "BenchmarksService", "ToolGroupsService", "ProvidersService")
 ] + [
     (inference_pb2, "InferenceService", "inference", common_pb2.RESOURCE_TYPE_MODEL),
+    (safety_pb2, "SafetyService", "safety", common_pb2.RESOURCE_TYPE_SHIELD),
     (vector_io_pb2, "VectorIOService", "vector_io", common_pb2.RESOURCE_TYPE_VECTOR_DB),
+    (datasetio_pb2, "DatasetIOService", "datasetio", common_pb2.RESOURCE_TYPE_DATASET),
+    # A scoring call names several functions, possibly of several providers; eval requests name
+    # jobs, which live in the eval tier's store: neither routes by field 1.
+    (scoring_pb2, "ScoringService", "scoring", 0),
+    (eval_pb2, "EvalService", "eval", 0),
     (tool_runtime_pb2, "ToolRuntimeService", "tool_runtime", 0),
 ]
 

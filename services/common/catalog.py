@@ -36,7 +36,11 @@ class ProviderSpec:
 # api -> module holding its provider table. An API missing here is not served by stackmesh yet.
 API_SERVICES: dict[str, str] = {
     "inference": "services.inference.providers.table",
+    "safety": "services.safety.providers.table",
     "vector_io": "services.vector_io.providers.table",
+    "datasetio": "services.datasetio.providers.table",
+    "scoring": "services.scoring.providers.table",
+    "eval": "services.eval.providers.table",
     "tool_runtime": "services.tool_runtime.providers.table",
 }
 

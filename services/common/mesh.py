@@ -3,8 +3,8 @@
 Each channel balances round robin over every address of its target (a comma list of replicas, or
 ``dns:///name:port`` re-resolved by gRPC when connections fail, which is what compose ``--scale``
 and Kubernetes headless Services need), and retries calls on UNAVAILABLE — except the few
-that are not idempotent: Unregister* (a retry could turn into a spurious NOT_FOUND) and InvokeTool
-(a tool may have side effects).
+that are not idempotent: Unregister* (a retry could turn into a spurious NOT_FOUND), InvokeTool
+(a tool may have side effects), AppendRows and RunEval (a retry could append twice / start two jobs).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ NON_IDEMPOTENT_METHODS: list[tuple[str, str]] = [
 ] + [
     # A tool may have side effects: calling it twice is not the caller's intent.
     ("stackmesh.tool_runtime.v1.ToolRuntimeService", "InvokeTool"),
+    # A retried append could add the rows twice; a retried RunEval could start two jobs.
+    ("stackmesh.datasetio.v1.DatasetIOService", "AppendRows"),
+    ("stackmesh.eval.v1.EvalService", "RunEval"),
 ]
 
 _SERVICE_CONFIG = json.dumps({

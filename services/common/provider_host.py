@@ -44,6 +44,24 @@ def build_providers(api: str, config: StackConfig) -> dict[str, Any]:
     return providers
 
 
+async def _list_resources(provider: Any) -> tuple[int, list[Any]] | None:
+    """(resource type, resources) a provider brings by itself, or None when it cannot list.
+
+    Providers of models implement ``list_models`` (DiscoveredModel items); providers of other
+    resource types (scoring functions) implement ``list_resources`` returning ready Resources of
+    their ``discovered_type``, each with the identifier users know it by (``basic::equality``)."""
+    if hasattr(provider, "list_resources"):
+        resources = await provider.list_resources()
+        return None if resources is None else (provider.discovered_type, list(resources))
+    models = await provider.list_models()
+    if models is None:
+        return None
+    return T.RESOURCE_TYPE_MODEL, [
+        T.Resource(provider_resource_id=m.provider_model_id, metadata=struct(m.metadata),
+                   model=T.ModelSpec(model_type=MODEL_TYPES.get(m.model_type, T.MODEL_TYPE_LLM)))
+        for m in models]
+
+
 class ProviderSupervisor:
     def __init__(self, api: str, providers: dict[str, Any], mesh: MeshClient, default_interval: float,
                  health: Any = None) -> None:
@@ -80,10 +98,10 @@ class ProviderSupervisor:
                 # Every replica lists (that is also its health probe of the provider), but with
                 # refresh_models only the holder of the provider's lease writes the result to the
                 # registry: N replicas do not race N identical syncs each interval.
-                models = await provider.list_models()
-                if models is not None and (not provider.refresh_models
+                listed = await _list_resources(provider)
+                if listed is not None and (not provider.refresh_models
                                            or await self._hold_lease(provider.provider_id, interval)):
-                    await self._sync(provider.provider_id, models)
+                    await self._sync(provider.provider_id, *listed)
                 self._failures.pop(provider.provider_id, None)
                 backoff = 1.0
                 if not provider.refresh_models:
@@ -104,12 +122,9 @@ class ProviderSupervisor:
             name=f"discovery/{self.api}/{provider_id}", holder=self.holder, ttl_seconds=interval * 2.5), timeout=5)
         return reply.granted
 
-    async def _sync(self, provider_id: str, models: list[Any]) -> None:
-        resources = [T.Resource(provider_resource_id=m.provider_model_id, metadata=struct(m.metadata),
-                                model=T.ModelSpec(model_type=MODEL_TYPES.get(m.model_type, T.MODEL_TYPE_LLM)))
-                     for m in models]
+    async def _sync(self, provider_id: str, resource_type: int, resources: list[Any]) -> None:
         reply = await self.stub.SyncDiscoveredResources(registry_pb2.SyncDiscoveredResourcesRequest(
-            provider_id=provider_id, type=T.RESOURCE_TYPE_MODEL, resources=resources), timeout=10, wait_for_ready=True)
+            provider_id=provider_id, type=resource_type, resources=resources), timeout=10, wait_for_ready=True)
         if reply.added or reply.updated or reply.removed:
             log.info("discovered provider=%s added=%d updated=%d removed=%d revision=%d",
                      provider_id, reply.added, reply.updated, reply.removed, reply.revision)
@@ -149,7 +164,11 @@ class ApiRuntime:
                  provider_ids: Callable[[int], Iterable[str]] | None = None) -> None:
         self.mesh = MeshClient(config.mesh)
         self.providers = build_providers(api, config)
-        self.cache = RegistryCache(self.mesh, provider_ids or (lambda _type: self.providers.keys()))
+        # "provider_id/x" names resolve against the providers of the API serving that resource type
+        # (eval looks up models, scoring functions and datasets, not only its own benchmarks).
+        self.cache = RegistryCache(self.mesh, provider_ids or (
+            lambda rtype: self.providers.keys() if catalog.RESOURCE_API.get(rtype) == api
+            else [entry.provider_id for entry in config.supported_providers(catalog.RESOURCE_API.get(rtype, ""))]))
         self.supervisor = ProviderSupervisor(api, self.providers, self.mesh, config.mesh.refresh_interval_seconds,
                                              health)
         self._stop_hooks: list[Callable[[], Awaitable[None]]] = []

@@ -20,7 +20,11 @@ __all__ = ["run_service", "SERVICE_BUILDERS", "serve"]
 SERVICE_BUILDERS: dict[str, str] = {
     "registry": "services.registry.app:build_registry",
     "inference": "services.inference.app:build_inference",
+    "safety": "services.safety.app:build_safety",
     "vector_io": "services.vector_io.app:build_vector_io",
+    "datasetio": "services.datasetio.app:build_datasetio",
+    "scoring": "services.scoring.app:build_scoring",
+    "eval": "services.eval.app:build_eval",
     "tool_runtime": "services.tool_runtime.app:build_tool_runtime",
     "gateway": "gateway.app:build_gateway",
 }

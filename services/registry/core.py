@@ -18,6 +18,7 @@ from services.common.errors import AlreadyExists, ConfigError, FailedPreconditio
 from services.common.resource_index import ResourceIndex, list_hint
 from services.registry.config_resources import config_resources
 from services.registry.journal import Journal
+from services.registry.resource_checks import check_aggregations, check_dataset
 from services.registry.specs import spec_diff
 from stackmesh.common.v1 import common_pb2
 from stackmesh.registry.v1 import registry_pb2
@@ -126,6 +127,17 @@ class RegistryCore:
             self._check_vector_db(resource)
         elif resource.type == T.RESOURCE_TYPE_TOOL_GROUP:
             self._check_tool_group(resource)
+        elif resource.type == T.RESOURCE_TYPE_SHIELD:
+            self._check_shield(resource)
+        elif resource.type == T.RESOURCE_TYPE_DATASET:
+            check_dataset(resource)
+        elif resource.type == T.RESOURCE_TYPE_SCORING_FUNCTION:
+            judge = resource.scoring_function.params.fields.get("judge_model")
+            if judge is not None and judge.string_value:
+                self._llm(judge.string_value, f"judge model of scoring function '{resource.identifier}'")
+            check_aggregations(resource)
+        elif resource.type == T.RESOURCE_TYPE_BENCHMARK:
+            self._check_benchmark(resource)
 
     def _check_model(self, resource: Resource) -> None:
         if resource.model.model_type == T.MODEL_TYPE_UNSPECIFIED:
@@ -156,10 +168,50 @@ class RegistryCore:
         spec.embedding_model = model.identifier
         spec.embedding_dimension = spec.embedding_dimension or dim
 
+    def _provider_type(self, api: str, provider_id: str) -> str:
+        return next((p.provider_type for p in self.config.providers.get(api, []) if p.provider_id == provider_id), "")
+
+    def _llm(self, model_id: str, role: str) -> Resource:
+        """The registered LLM ``model_id``; NOT_FOUND / INVALID_ARGUMENT naming its ``role`` otherwise."""
+        try:
+            model = self.index.resolve(T.RESOURCE_TYPE_MODEL, model_id, self.provider_ids(T.RESOURCE_TYPE_MODEL))
+        except NotFound as err:
+            raise NotFound(f"{role}: {err.message}", reason="MODEL_NOT_FOUND", metadata={"model": model_id}) from None
+        if model.model.model_type != T.MODEL_TYPE_LLM:
+            raise InvalidArgument(f"{role}: model '{model_id}' is a {T.ModelType.Name(model.model.model_type)[11:].lower()}"
+                                  f" model, not an LLM; choose a model whose type is llm "
+                                  f"({list_hint(T.RESOURCE_TYPE_MODEL)})", reason="NOT_AN_LLM",
+                                  metadata={"model": model_id})
+        return model
+
+    def _check_shield(self, resource: Resource) -> None:
+        if self._provider_type("safety", resource.provider_id) == "inline::llama-guard":
+            # provider_resource_id defaulted to the identifier when not given: both name the model.
+            self._llm(resource.provider_resource_id, f"llama-guard shield '{resource.identifier}' "
+                                                     f"(its provider_shield_id names the model that classifies)")
+
+    def _check_benchmark(self, resource: Resource) -> None:
+        spec = resource.benchmark
+        if not spec.dataset_id:
+            raise InvalidArgument(f"benchmark '{resource.identifier}' needs a dataset_id", reason="DATASET_MISSING")
+        if self.index.get(T.RESOURCE_TYPE_DATASET, spec.dataset_id) is None:
+            raise NotFound(f"benchmark '{resource.identifier}': dataset '{spec.dataset_id}' not found; register it "
+                           f"first or {list_hint(T.RESOURCE_TYPE_DATASET)}", reason="DATASET_NOT_FOUND",
+                           metadata={"dataset_id": spec.dataset_id})
+        if not spec.scoring_functions:
+            raise InvalidArgument(f"benchmark '{resource.identifier}' needs at least one scoring function",
+                                  reason="SCORING_FUNCTIONS_MISSING")
+        scoring_providers = self.provider_ids(T.RESOURCE_TYPE_SCORING_FUNCTION)
+        for fn in spec.scoring_functions:
+            try:
+                self.index.resolve(T.RESOURCE_TYPE_SCORING_FUNCTION, fn, scoring_providers)
+            except NotFound:
+                raise NotFound(f"benchmark '{resource.identifier}': scoring function '{fn}' not found; "
+                               f"{list_hint(T.RESOURCE_TYPE_SCORING_FUNCTION)}", reason="SCORING_FUNCTION_NOT_FOUND",
+                               metadata={"scoring_function": fn}) from None
+
     def _check_tool_group(self, resource: Resource) -> None:
-        provider_type = next((p.provider_type for p in self.config.providers.get("tool_runtime", [])
-                              if p.provider_id == resource.provider_id), "")
-        if provider_type == "remote::model-context-protocol":
+        if self._provider_type("tool_runtime", resource.provider_id) == "remote::model-context-protocol":
             spec = resource.tool_group
             if bool(spec.mcp_endpoint) == bool(spec.mcp_command):
                 raise InvalidArgument(f"MCP tool group '{resource.identifier}' needs exactly one of mcp_endpoint "
@@ -215,7 +267,11 @@ class RegistryCore:
             resource.CopyFrom(item)
             resource.type, resource.provider_id = resource_type, provider_id
             resource.source = T.RESOURCE_SOURCE_DISCOVERED
-            resource.identifier = f"{provider_id}/{resource.provider_resource_id}"
+            # Models are named provider_id/x (DESIGN §2); other types keep the well-known id their
+            # provider gives them (basic::equality), as Llama Stack users know them.
+            if resource_type == T.RESOURCE_TYPE_MODEL or not resource.identifier:
+                resource.identifier = f"{provider_id}/{resource.provider_resource_id}"
+            resource.provider_resource_id = resource.provider_resource_id or resource.identifier
             wanted[resource.identifier] = resource
 
         def mutation():
@@ -224,8 +280,8 @@ class RegistryCore:
                 current = self.index.get(resource_type, identifier)
                 if current is None:
                     puts.append(resource)
-                elif current.source != T.RESOURCE_SOURCE_DISCOVERED:
-                    continue  # a user or the config owns this id: discovery never touches it
+                elif current.source != T.RESOURCE_SOURCE_DISCOVERED or current.provider_id != provider_id:
+                    continue  # a user, the config or another provider owns this id: never touched here
                 elif spec_diff(current, resource):
                     resource.create_time.CopyFrom(current.create_time)
                     puts.append(resource)

@@ -171,15 +171,22 @@ async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp
                  "tool_runtime": [{"provider_id": "mcp", "provider_type": "remote::model-context-protocol"}]}
     _, models, _, channel = await start(inproc, tmp_path, backend, providers=providers)
     await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="llm", model_type=LLM))
+    # what the benchmark case refers to
+    await rgrpc.DatasetsServiceStub(channel).RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="qa", purpose="eval/question-answer", rows=[meta(input_query="q", expected_answer="a")]))
+    await rgrpc.ScoringFunctionsServiceStub(channel).RegisterScoringFunction(rpb.RegisterScoringFunctionRequest(
+        scoring_fn_id="eq", provider_scoring_fn_id="basic::equality"))
+    prerequisites = {"qa", "eq"}
     cases = [
-        ("Shield", "Shields", "shield", rpb.RegisterShieldRequest(shield_id="x", provider_shield_id="emb")),
+        ("Shield", "Shields", "shield", rpb.RegisterShieldRequest(shield_id="x", provider_shield_id="llm")),
         ("VectorDB", "VectorDBs", "vector_db", rpb.RegisterVectorDBRequest(vector_db_id="x", embedding_model="emb")),
         ("Dataset", "Datasets", "dataset", rpb.RegisterDatasetRequest(dataset_id="x", purpose="eval/question-answer",
                                                                       uri="file:///tmp/qa.jsonl")),
         ("ScoringFunction", "ScoringFunctions", "scoring_fn",
          rpb.RegisterScoringFunctionRequest(scoring_fn_id="x", description="d", return_type="number")),
-        ("Benchmark", "Benchmarks", "benchmark", rpb.RegisterBenchmarkRequest(benchmark_id="x", dataset_id="x",
-                                                                              scoring_functions=["basic::equality"])),
+        ("Benchmark", "Benchmarks", "benchmark", rpb.RegisterBenchmarkRequest(benchmark_id="x", dataset_id="qa",
+                                                                              scoring_functions=["eq"])),
         ("ToolGroup", "ToolGroups", "toolgroup", rpb.RegisterToolGroupRequest(toolgroup_id="x",
                                                                               mcp_endpoint="http://127.0.0.1:1/mcp")),
     ]
@@ -192,7 +199,8 @@ async def test_all_seven_resource_types_register_get_list_unregister(inproc, tmp
         got = await getattr(stub, f"Get{name}")(getattr(rpb, f"Get{name}Request")(**{id_field: "x"}))
         assert getattr(got, got.DESCRIPTOR.fields[0].name) == resource
         listed = await getattr(stub, f"List{plural}")(getattr(rpb, f"List{plural}Request")())
-        assert [r.identifier for r in getattr(listed, listed.DESCRIPTOR.fields[0].name)] == ["x"]
+        listed_ids = [r.identifier for r in getattr(listed, listed.DESCRIPTOR.fields[0].name)]
+        assert [i for i in listed_ids if i not in prerequisites] == ["x"]
         await getattr(stub, f"Unregister{name}")(getattr(rpb, f"Unregister{name}Request")(**{id_field: "x"}))
         await expect_error(getattr(stub, f"Get{name}")(getattr(rpb, f"Get{name}Request")(**{id_field: "x"})),
                            grpc.StatusCode.NOT_FOUND)
@@ -432,3 +440,94 @@ async def test_one_bad_request_in_a_group_commit_fails_alone(inproc, tmp_path, b
     seen = {(await asyncio.wait_for(watch.read(), 2)).resource.identifier for _ in range(5)}
     assert seen == {f"ok{i}" for i in range(5)}  # the watch was not ended by the bad request
     watch.cancel()
+
+
+EVAL_PROVIDERS = {"inference": [{"provider_id": "st", "provider_type": "inline::sentence-transformers"}],
+                  "safety": [{"provider_id": "llama-guard", "provider_type": "inline::llama-guard"},
+                             {"provider_id": "code-scanner", "provider_type": "inline::code-scanner"}],
+                  "datasetio": [{"provider_id": "localfs", "provider_type": "inline::localfs"}],
+                  "scoring": [{"provider_id": "basic", "provider_type": "inline::basic"},
+                              {"provider_id": "llm-as-judge", "provider_type": "inline::llm-as-judge"}],
+                  "eval": [{"provider_id": "meta-reference", "provider_type": "inline::meta-reference"}]}
+
+
+async def test_shields_benchmarks_judges_and_datasets_check_what_they_refer_to(inproc, tmp_path, backend):
+    _, models, registry, channel = await start(inproc, tmp_path, backend, providers=EVAL_PROVIDERS)
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="emb", model_type=EMB, metadata=meta(embedding_dimension=384)))
+    await models.RegisterModel(rpb.RegisterModelRequest(model_id="llm", model_type=LLM))
+    shields = rgrpc.ShieldsServiceStub(channel)
+    datasets = rgrpc.DatasetsServiceStub(channel)
+    functions = rgrpc.ScoringFunctionsServiceStub(channel)
+    benchmarks = rgrpc.BenchmarksServiceStub(channel)
+
+    # a llama-guard shield names its model: it must exist and be an LLM; code-scanner needs none
+    message, reason, _ = await expect_error(shields.RegisterShield(rpb.RegisterShieldRequest(
+        shield_id="guard", provider_id="llama-guard", provider_shield_id="missing")), grpc.StatusCode.NOT_FOUND)
+    assert reason == "MODEL_NOT_FOUND" and "'missing'" in message and "guard" in message
+    message, reason, _ = await expect_error(shields.RegisterShield(rpb.RegisterShieldRequest(
+        shield_id="guard", provider_id="llama-guard", provider_shield_id="emb")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "NOT_AN_LLM" and "embedding" in message
+    guard = await shields.RegisterShield(rpb.RegisterShieldRequest(shield_id="guard", provider_id="llama-guard",
+                                                                   provider_shield_id="llm"))
+    assert guard.shield.provider_resource_id == "llm"
+    await shields.RegisterShield(rpb.RegisterShieldRequest(shield_id="code", provider_id="code-scanner"))
+
+    # datasets: a known purpose, one source, inline rows that fit the purpose
+    _, reason, _ = await expect_error(datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="d", purpose="eval/guessing", uri="file:///d.jsonl")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "UNKNOWN_PURPOSE"
+    _, reason, _ = await expect_error(datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="d", purpose="eval/question-answer")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "DATASET_SOURCE"
+    _, reason, _ = await expect_error(datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="d", purpose="eval/question-answer", uri="https://example.com/d.csv")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "DATASET_URI_UNSUPPORTED"
+    message, reason, info = await expect_error(datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="d", purpose="eval/question-answer", rows=[meta(question="q", answer="a")])),
+        grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "DATASET_COLUMNS_MISMATCH" and "input_query" in message and "expected_answer" in message
+    assert "question" in message and info["missing"] == "input_query,expected_answer"
+    _, reason, _ = await expect_error(datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="d", purpose="post-training/messages", rows=[meta(messages="")])), grpc.StatusCode.INVALID_ARGUMENT)
+    await datasets.RegisterDataset(rpb.RegisterDatasetRequest(
+        dataset_id="qa", purpose="eval/question-answer", rows=[meta(input_query="1+1?", expected_answer="2")]))
+
+    # scoring functions: a judge must be an LLM, aggregations must be known
+    judge = lambda model, **extra: rpb.RegisterScoringFunctionRequest(  # noqa: E731
+        scoring_fn_id="judge", provider_id="llm-as-judge", params=meta(judge_model=model, **extra))
+    _, reason, _ = await expect_error(functions.RegisterScoringFunction(judge("emb")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "NOT_AN_LLM"
+    _, reason, _ = await expect_error(functions.RegisterScoringFunction(judge("nope")), grpc.StatusCode.NOT_FOUND)
+    assert reason == "MODEL_NOT_FOUND"
+    message, reason, _ = await expect_error(functions.RegisterScoringFunction(judge("llm", aggregation_functions=["mode"])),
+                                            grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "UNKNOWN_AGGREGATION" and "mode" in message and "accuracy" in message
+    await functions.RegisterScoringFunction(judge("llm", aggregation_functions=["average"]))
+
+    # a benchmark's dataset and scoring functions must exist
+    message, reason, _ = await expect_error(benchmarks.RegisterBenchmark(rpb.RegisterBenchmarkRequest(
+        benchmark_id="b", dataset_id="missing", scoring_functions=["judge"])), grpc.StatusCode.NOT_FOUND)
+    assert reason == "DATASET_NOT_FOUND" and "'missing'" in message
+    message, reason, _ = await expect_error(benchmarks.RegisterBenchmark(rpb.RegisterBenchmarkRequest(
+        benchmark_id="b", dataset_id="qa", scoring_functions=["judge", "basic::nope"])), grpc.StatusCode.NOT_FOUND)
+    assert reason == "SCORING_FUNCTION_NOT_FOUND" and "basic::nope" in message
+    _, reason, _ = await expect_error(benchmarks.RegisterBenchmark(rpb.RegisterBenchmarkRequest(
+        benchmark_id="b", dataset_id="qa")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert reason == "SCORING_FUNCTIONS_MISSING"
+
+    # functions a provider brings keep their well-known ids (basic::equality), as DISCOVERED
+    listed = [cpb.Resource(identifier=f"basic::{name}", scoring_function=cpb.ScoringFunctionSpec(description=name))
+              for name in ("equality", "subset_of")]
+    await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+        provider_id="basic", type=cpb.RESOURCE_TYPE_SCORING_FUNCTION, resources=listed))
+    got = (await functions.GetScoringFunction(rpb.GetScoringFunctionRequest(scoring_fn_id="basic::equality"))).scoring_function
+    assert (got.source, got.provider_id, got.provider_resource_id) == (
+        cpb.RESOURCE_SOURCE_DISCOVERED, "basic", "basic::equality")
+    # another provider listing the same id does not take it over
+    await registry.SyncDiscoveredResources(rpb.SyncDiscoveredResourcesRequest(
+        provider_id="llm-as-judge", type=cpb.RESOURCE_TYPE_SCORING_FUNCTION, resources=listed[:1]))
+    got = (await functions.GetScoringFunction(rpb.GetScoringFunctionRequest(scoring_fn_id="basic::equality"))).scoring_function
+    assert got.provider_id == "basic"
+    bench = await benchmarks.RegisterBenchmark(rpb.RegisterBenchmarkRequest(
+        benchmark_id="b", dataset_id="qa", scoring_functions=["judge", "basic::subset_of"]))
+    assert bench.benchmark.provider_id == "meta-reference"

@@ -16,7 +16,7 @@ from services.common.errors import FailedPrecondition, Unavailable
 from services.common.provider_host import build_providers
 from services.vector_io.core import ChunkInput, prepare
 from services.vector_io.providers.base import SearchMode, VectorDBTarget
-from services.vector_io.providers.storage import data_dir
+from services.common.storage import data_dir
 from tests.support.chroma_server import ChromaServer
 
 DIM = 16
@@ -235,8 +235,8 @@ def test_llama_stack_configs_load_and_place_files_by_their_keys(monkeypatch, tmp
     legacy = _config(tmp_path, [{"provider_id": "f", "provider_type": "inline::faiss",
                                  "config": {"kvstore": {"type": "sqlite", "db_path": str(tmp_path / "kv" / "f.db")}}}])
     kvstore = legacy.providers["vector_io"][0].config["kvstore"]
-    assert data_dir(legacy, "f", kvstore=kvstore) == tmp_path / "kv" / "vector_io" / "f"
-    assert data_dir(legacy, "f") == tmp_path / "vector_io" / "f"
+    assert data_dir(legacy, "f", api="vector_io", kvstore=kvstore) == tmp_path / "kv" / "vector_io" / "f"
+    assert data_dir(legacy, "f", api="vector_io") == tmp_path / "vector_io" / "f"
     open_benchmark = load_config(root / "open-benchmark-config.yaml")
     assert "sqlite-vec" in {p.provider_id for p in open_benchmark.supported_providers("vector_io")}
 

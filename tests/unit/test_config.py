@@ -23,9 +23,8 @@ ALL_EXAMPLES = [STARTER, POSTGRES, OPEN_BENCHMARK]
 
 # Provider types of the starter config that stackmesh does not run (APIs it does not serve).
 STARTER_UNSUPPORTED = {
-    "inline::localfs", "inline::llama-guard",
-    "inline::code-scanner", "inline::meta-reference", "inline::torchtune-cpu",
-    "remote::huggingface", "inline::basic", "inline::llm-as-judge", "inline::braintrust",
+    "inline::meta-reference", "inline::torchtune-cpu", "inline::localfs",  # agents, post_training, files
+    "remote::huggingface", "inline::braintrust",
     "remote::brave-search", "remote::tavily-search", "inline::reference",
 }
 STARTER_INFERENCE_ALWAYS_ON = [
@@ -80,7 +79,7 @@ def test_examples_load_unmodified_with_empty_env(path):
     config = load_example(path)
     assert isinstance(config, StackConfig)
     assert config.source_path == str(path)
-    assert config.apis_to_serve() == ["inference", "vector_io", "tool_runtime"]
+    assert config.apis_to_serve() == ["inference", "safety", "vector_io", "datasetio", "scoring", "eval", "tool_runtime"]
     assert config.server.port == 8321
     assert config.supported_providers("inference")
 
@@ -144,11 +143,11 @@ def test_starter_unsupported_are_named_with_api_and_reason():
     brave = by_type[("tool_runtime", "remote::brave-search")]
     assert brave.provider_id == "brave-search"
     assert "no such tool_runtime provider" in brave.reason and "inline::rag-runtime" in brave.reason
-    guard = by_type[("safety", "inline::llama-guard")]
-    assert guard.provider_id == "llama-guard"
-    # meta-reference is reused by agents and eval: both listed, not a duplicate-id error
+    assert ("safety", "inline::llama-guard") not in by_type  # served
+    assert [p.provider_id for p in config.supported_providers("safety")] == ["llama-guard", "code-scanner"]
+    # meta-reference is reused by agents (not served) and eval (served): not a duplicate-id error
     assert ("agents", "inline::meta-reference") in by_type
-    assert ("eval", "inline::meta-reference") in by_type
+    assert [p.provider_id for p in config.supported_providers("eval")] == ["meta-reference"]
 
 
 def test_starter_passthrough_sections_are_kept():
@@ -286,7 +285,8 @@ def test_same_provider_id_in_two_apis_is_allowed():
                          "safety": [{"provider_id": "shared", "provider_type": "inline::llama-guard"}]}}
     config = parse_config(raw, "t", {})
     assert [p.provider_id for p in config.supported_providers("inference")] == ["shared"]
-    assert [(u.api, u.provider_id) for u in config.unsupported] == [("safety", "shared")]
+    assert [p.provider_id for p in config.supported_providers("safety")] == ["shared"]
+    assert config.unsupported == []
 
 
 def test_duplicate_between_a_disabled_and_an_enabled_provider_is_fine():

@@ -21,9 +21,8 @@ STARTER = EXAMPLES / "starter-config.yaml"
 OPEN_BENCHMARK = EXAMPLES / "open-benchmark-config.yaml"
 
 STARTER_UNSUPPORTED = [
-    "inline::localfs", "inline::llama-guard",
-    "inline::code-scanner", "inline::meta-reference", "inline::torchtune-cpu",
-    "remote::huggingface", "inline::basic", "inline::llm-as-judge", "inline::braintrust",
+    "inline::meta-reference", "inline::torchtune-cpu", "inline::localfs",  # agents, post_training, files
+    "remote::huggingface", "inline::braintrust",
     "remote::brave-search", "remote::tavily-search", "inline::reference",
 ]
 
@@ -55,7 +54,8 @@ def starter_report(tmp_path, monkeypatch):
 
 
 def test_report_processes(starter_report):
-    assert starter_report["processes"] == ["registry", "inference", "vector_io", "tool_runtime", "gateway"]
+    assert starter_report["processes"] == ["registry", "inference", "safety", "vector_io", "datasetio", "scoring", "eval",
+                                          "tool_runtime", "gateway"]
     assert starter_report["gateway_port"] == 8321
     assert starter_report["name"] == "starter"
     assert starter_report["config"] == str(STARTER)
@@ -64,14 +64,16 @@ def test_report_processes(starter_report):
 def test_report_unsupported_provider_types(starter_report):
     types = [u["provider_type"] for u in starter_report["unsupported"]]
     assert sorted(set(types)) == sorted(STARTER_UNSUPPORTED)
-    guard = next(u for u in starter_report["unsupported"] if u["provider_type"] == "inline::llama-guard")
-    assert guard == {"api": "safety", "provider_id": "llama-guard", "provider_type": "inline::llama-guard",
-                     "reason": guard["reason"]}
-    assert "safety" in guard["reason"]
+    hub = next(u for u in starter_report["unsupported"] if u["provider_type"] == "remote::huggingface")
+    assert hub == {"api": "datasetio", "provider_id": "huggingface", "provider_type": "remote::huggingface",
+                   "reason": hub["reason"]}
+    assert "datasetio" in hub["reason"] and "inline::localfs" in hub["reason"]
+    agents = next(u for u in starter_report["unsupported"] if u["api"] == "agents")
+    assert "does not serve the 'agents' API" in agents["reason"]
 
 
 def test_report_runnable_providers(starter_report):
-    assert list(starter_report["providers"]) == ["inference", "vector_io", "tool_runtime"]
+    assert list(starter_report["providers"]) == ["inference", "safety", "vector_io", "datasetio", "scoring", "eval", "tool_runtime"]
     assert "faiss (inline::faiss)" in starter_report["providers"]["vector_io"]
     inference = starter_report["providers"]["inference"]
     assert "sentence-transformers (inline::sentence-transformers)" in inference
@@ -140,10 +142,11 @@ def test_cli_check_starter(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"config {STARTER} is valid (starter)" in out
-    assert "would start: registry, inference, vector_io, tool_runtime, gateway (gateway on port 8321)" in out
+    assert ("would start: registry, inference, safety, vector_io, datasetio, scoring, eval, tool_runtime, gateway "
+            "(gateway on port 8321)") in out
     for provider_type in STARTER_UNSUPPORTED:
         assert provider_type in out
-    assert "inline::llama-guard (provider_id llama-guard)" in out
+    assert "remote::huggingface (provider_id huggingface)" in out
     assert "disabled: providers.inference[2] (remote::vllm)" in out
 
 
@@ -152,7 +155,8 @@ def test_cli_check_starter_json(tmp_path):
                      env=clean_environ(tmp_path, VLLM_URL="http://v:8000/v1"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["processes"] == ["registry", "inference", "vector_io", "tool_runtime", "gateway"]
+    assert report["processes"] == ["registry", "inference", "safety", "vector_io", "datasetio", "scoring", "eval",
+                                          "tool_runtime", "gateway"]
     assert "vllm (remote::vllm)" in report["providers"]["inference"]
     assert {u["provider_type"] for u in report["unsupported"]} == set(STARTER_UNSUPPORTED)
 

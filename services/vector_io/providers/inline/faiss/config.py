@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.vector_io.providers.storage import KVSTORE_DESCRIPTION, PERSISTENCE_DESCRIPTION, StoreRef
+from services.common.storage import KVSTORE_DESCRIPTION, PERSISTENCE_DESCRIPTION, StoreRef
 
 __all__ = ["FaissConfig"]
 

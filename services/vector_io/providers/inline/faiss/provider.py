@@ -33,7 +33,7 @@ from services.vector_io.providers.base import ChunkRecord, ScoredChunk, VectorDB
 from services.vector_io.providers.inline.faiss.config import FaissConfig
 from services.vector_io.providers.keyword import BM25Index
 from services.vector_io.providers.sqlite_store import ChunkStore, IndexRow, Worker, connect
-from services.vector_io.providers.storage import data_dir
+from services.common.storage import data_dir
 
 __all__ = ["FaissProvider"]
 
@@ -73,7 +73,7 @@ class FaissProvider(VectorIOProvider):
         if self.config.data_dir:
             self.folder = pathlib.Path(self.config.data_dir).expanduser()
         else:
-            self.folder = data_dir(stack, self.provider_id, persistence=self.config.persistence,
+            self.folder = data_dir(stack, self.provider_id, api="vector_io", persistence=self.config.persistence,
                                    kvstore=self.config.kvstore)
 
     def _file(self, row: IndexRow) -> pathlib.Path:

@@ -22,7 +22,7 @@ from services.vector_io.providers.base import ChunkRecord, ScoredChunk, VectorDB
 from services.vector_io.providers.inline.sqlite_vec.config import SQLiteVecConfig
 from services.vector_io.providers.keyword import query_terms
 from services.vector_io.providers.sqlite_store import ChunkStore, IndexRow, Worker, connect, record
-from services.vector_io.providers.storage import data_dir
+from services.common.storage import data_dir
 
 __all__ = ["SQLiteVecProvider"]
 
@@ -56,7 +56,7 @@ class SQLiteVecProvider(VectorIOProvider):
         if self.config.db_path:
             self.path = pathlib.Path(self.config.db_path).expanduser()
         else:
-            folder = data_dir(stack, self.provider_id, persistence=self.config.persistence, kvstore=self.config.kvstore)
+            folder = data_dir(stack, self.provider_id, api="vector_io", persistence=self.config.persistence, kvstore=self.config.kvstore)
             self.path = folder / "sqlite_vec.db"
 
     async def initialize(self) -> None:

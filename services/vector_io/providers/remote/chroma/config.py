@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.vector_io.providers.storage import StoreRef
+from services.common.storage import StoreRef
 
 __all__ = ["ChromaConfig"]
 

@@ -1,11 +1,11 @@
-"""Where inline vector stores keep their files, from the keys Llama Stack configs use.
+"""Where inline providers keep their files, from the keys Llama Stack configs use.
 
 Resolution, first match wins:
 1. an explicit path in the provider's config (``db_path`` for sqlite-vec, ``data_dir`` for faiss);
 2. ``persistence: {backend, namespace}`` (Llama Stack >= 0.3): the folder of that backend's
-   ``db_path`` under ``storage.backends``, then ``vector_io/<namespace>``;
+   ``db_path`` under ``storage.backends``, then ``<api>/<namespace>``;
 3. ``kvstore: {db_path, namespace}`` (Llama Stack < 0.3): the folder of ``db_path``, likewise;
-4. the stack's state folder (where the registry database lives), ``vector_io/<provider_id>``.
+4. the stack's state folder (where the registry database lives), ``<api>/<provider_id>``.
 A backend without a local file (PostgreSQL) falls through to the next rule.
 """
 
@@ -21,7 +21,7 @@ from services.common.config import StackConfig
 __all__ = ["StoreRef", "PERSISTENCE_DESCRIPTION", "KVSTORE_DESCRIPTION", "data_dir", "safe_name"]
 
 PERSISTENCE_DESCRIPTION = ("Llama Stack store reference ({backend, namespace}); its backend's db_path folder "
-                           "holds this provider's files (vector_io/<namespace>) unless a path is given.")
+                           "holds this provider's files (<api>/<namespace>) unless a path is given.")
 KVSTORE_DESCRIPTION = ("Llama Stack < 0.3 store config ({type, db_path, namespace}); its db_path folder holds "
                        "this provider's files unless a path is given.")
 
@@ -47,14 +47,14 @@ def _backend_dir(stack: StackConfig, backend: str | None) -> pathlib.Path | None
     return None
 
 
-def data_dir(stack: StackConfig, provider_id: str, *, persistence: StoreRef | None = None,
+def data_dir(stack: StackConfig, provider_id: str, *, api: str, persistence: StoreRef | None = None,
              kvstore: dict[str, Any] | None = None) -> pathlib.Path:
     """The folder for a provider's files (rules 2-4 of the module docstring); not created here."""
     if persistence is not None:
         base = _backend_dir(stack, persistence.backend)
         if base is not None:
-            return base / "vector_io" / safe_name(persistence.namespace or provider_id)
+            return base / api / safe_name(persistence.namespace or provider_id)
     if kvstore and kvstore.get("db_path"):
         base = pathlib.Path(str(kvstore["db_path"])).expanduser().parent
-        return base / "vector_io" / safe_name(str(kvstore.get("namespace") or provider_id))
-    return stack.registry_db_path().parent / "vector_io" / safe_name(provider_id)
+        return base / api / safe_name(str(kvstore.get("namespace") or provider_id))
+    return stack.registry_db_path().parent / api / safe_name(provider_id)
