@@ -240,6 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from stackmesh.cli_evaluation import add_commands as add_evaluation_commands
     from stackmesh.client import RESOURCE_COLLECTIONS
 
     parser = argparse.ArgumentParser(prog="stackmesh", description="Run and call a stackmesh gRPC mesh.")
@@ -252,10 +253,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_providers_list)
 
+    ops_by_collection = {}
     for collection in RESOURCE_COLLECTIONS:
-        group = sub.add_parser(collection, help=f"{collection}: list, get, unregister"
-                               + (", register" if collection in ("models", "vector-dbs", "toolgroups") else ""))
-        ops = group.add_subparsers(dest="op", required=True)
+        group = sub.add_parser(collection, help=f"{collection}: list, get, unregister, register"
+                               + (", rows, append" if collection == "datasets" else ""))
+        ops = ops_by_collection[collection] = group.add_subparsers(dest="op", required=True)
         q = ops.add_parser("list")
         q.add_argument("--provider")
         q.add_argument("--json", action="store_true")
@@ -288,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--mcp-endpoint", help="a streamable HTTP MCP endpoint, e.g. http://127.0.0.1:8000/mcp")
             q.add_argument("--provider", help="tool_runtime provider_id (optional when only one)")
             q.set_defaults(func=cmd_toolgroups_register)
+
+    add_evaluation_commands(sub, ops_by_collection)
 
     rag = sub.add_parser("rag", help="insert documents into and query a vector DB").add_subparsers(dest="op", required=True)
     q = rag.add_parser("insert")

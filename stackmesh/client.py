@@ -11,20 +11,19 @@ Errors arrive as ``StackmeshClientError`` with the gRPC code, the message and th
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Iterator
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from stackmesh.common.v1 import common_pb2
 from stackmesh.inference.v1 import inference_pb2 as ipb, inference_pb2_grpc
 from stackmesh.registry.v1 import registry_pb2 as rpb, registry_pb2_grpc
 from stackmesh.tool_runtime.v1 import tool_runtime_pb2 as tpb, tool_runtime_pb2_grpc
 from stackmesh.vector_io.v1 import vector_io_pb2 as vpb, vector_io_pb2_grpc
+from stackmesh.client_errors import StackmeshClientError, call as _call
+from stackmesh.client_evaluation import EvaluationCalls
 
 __all__ = ["StackmeshClient", "StackmeshClientError", "DEFAULT_URL", "RESOURCE_COLLECTIONS"]
 
@@ -47,36 +46,9 @@ RESOURCE_COLLECTIONS: dict[str, tuple[Any, str, str, str]] = {
 }
 
 
-@dataclasses.dataclass
-class StackmeshClientError(Exception):
-    code: grpc.StatusCode
-    message: str
-    reason: str = ""
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+class StackmeshClient(EvaluationCalls):
+    """Calls through one gateway channel; shields, datasets, scoring and eval come from EvaluationCalls."""
 
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
-
-    @classmethod
-    def from_rpc_error(cls, err: grpc.RpcError) -> "StackmeshClientError":
-        reason, metadata = "", {}
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        for detail in status.details if status else []:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason, metadata = info.reason, dict(info.metadata)
-        return cls(err.code(), err.details() or "", reason, metadata)  # type: ignore[attr-defined]
-
-
-def _call(fn: Any, request: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(request, **kwargs)
-    except grpc.RpcError as err:
-        raise StackmeshClientError.from_rpc_error(err) from None
-
-
-class StackmeshClient:
     def __init__(self, url: str | None = None, timeout: float = 120.0) -> None:
         self.url = url or os.environ.get("STACKMESH_URL") or DEFAULT_URL
         self.timeout = timeout
@@ -85,6 +57,7 @@ class StackmeshClient:
         self.providers_stub = registry_pb2_grpc.ProvidersServiceStub(self.channel)
         self.vector_io = vector_io_pb2_grpc.VectorIOServiceStub(self.channel)
         self.tool_runtime = tool_runtime_pb2_grpc.ToolRuntimeServiceStub(self.channel)
+        self._init_evaluation_stubs()
 
     def __enter__(self) -> "StackmeshClient":
         return self

@@ -4,7 +4,8 @@ Resolution, first match wins:
 1. an explicit path in the provider's config (``db_path`` for sqlite-vec, ``data_dir`` for faiss);
 2. ``persistence: {backend, namespace}`` (Llama Stack >= 0.3): the folder of that backend's
    ``db_path`` under ``storage.backends``, then ``<api>/<namespace>``;
-3. ``kvstore: {db_path, namespace}`` (Llama Stack < 0.3): the folder of ``db_path``, likewise;
+3. ``kvstore: {db_path, namespace}`` (Llama Stack < 0.3): the folder of ``db_path``, likewise; a
+   ``kvstore: {backend, namespace}`` (Llama Stack 0.4's datasetio/eval) is read like rule 2;
 4. the stack's state folder (where the registry database lives), ``<api>/<provider_id>``.
 A backend without a local file (PostgreSQL) falls through to the next rule.
 """
@@ -54,6 +55,10 @@ def data_dir(stack: StackConfig, provider_id: str, *, api: str, persistence: Sto
         base = _backend_dir(stack, persistence.backend)
         if base is not None:
             return base / api / safe_name(persistence.namespace or provider_id)
+    if kvstore and kvstore.get("backend") and not kvstore.get("db_path"):  # Llama Stack 0.4's {namespace, backend}
+        base = _backend_dir(stack, str(kvstore["backend"]))
+        if base is not None:
+            return base / api / safe_name(str(kvstore.get("namespace") or provider_id))
     if kvstore and kvstore.get("db_path"):
         base = pathlib.Path(str(kvstore["db_path"])).expanduser().parent
         return base / api / safe_name(str(kvstore.get("namespace") or provider_id))
