@@ -89,11 +89,14 @@ def test_run_on_an_unmodified_llama_stack_starter_config_starts_what_it_can(tmp_
     run = Run(config, env={"SQLITE_STORE_DIR": str(tmp_path / "store")})
     try:
         run.wait_for(r"stackmesh is up\. Gateway: \S+:8321", timeout=240)
-        assert any("not started: safety provider 'llama-guard' (inline::llama-guard)" in line for line in run.lines)
+        assert any("not started: datasetio provider 'huggingface' (remote::huggingface)" in line for line in run.lines)
+        started = {name for line in run.lines for name in re.findall(r"launcher \| (\w+) is healthy", line)}
+        assert {"safety", "datasetio", "scoring", "eval"} <= started
         with StackmeshClient("127.0.0.1:8321") as sm:
             providers = {(p.api, p.provider_id): p for p in sm.providers()}
             assert providers[("inference", "sentence-transformers")].provider_type == "inline::sentence-transformers"
-            assert providers[("safety", "llama-guard")].health == 4  # UNSUPPORTED, listed by name
+            assert providers[("datasetio", "huggingface")].health == 4  # UNSUPPORTED, listed by name
+            assert providers[("safety", "llama-guard")].provider_type == "inline::llama-guard"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not sm.list("models"):
                 time.sleep(0.2)
