@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -160,15 +160,13 @@ class ApiRuntime:
     stops following the registry, runs the service's own hooks, then shuts the providers and the mesh.
     """
 
-    def __init__(self, api: str, config: StackConfig, health: Any,
-                 provider_ids: Callable[[int], Iterable[str]] | None = None) -> None:
+    def __init__(self, api: str, config: StackConfig, health: Any) -> None:
         self.mesh = MeshClient(config.mesh)
         self.providers = build_providers(api, config)
         # "provider_id/x" names resolve against the providers of the API serving that resource type
         # (eval looks up models, scoring functions and datasets, not only its own benchmarks).
-        self.cache = RegistryCache(self.mesh, provider_ids or (
-            lambda rtype: self.providers.keys() if catalog.RESOURCE_API.get(rtype) == api
-            else [entry.provider_id for entry in config.supported_providers(catalog.RESOURCE_API.get(rtype, ""))]))
+        self.cache = RegistryCache(self.mesh, lambda rtype: [
+            entry.provider_id for entry in config.supported_providers(catalog.RESOURCE_API.get(rtype, ""))])
         self.supervisor = ProviderSupervisor(api, self.providers, self.mesh, config.mesh.refresh_interval_seconds,
                                              health)
         self._stop_hooks: list[Callable[[], Awaitable[None]]] = []

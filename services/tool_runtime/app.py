@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from services.common import catalog
 from services.common.config import StackConfig
 from services.common.provider_host import ApiRuntime
 from services.common.server import ServiceHost
@@ -14,11 +13,7 @@ __all__ = ["build_tool_runtime"]
 
 
 async def build_tool_runtime(config: StackConfig, host: ServiceHost) -> ToolRuntimeRouter:
-    def provider_ids(resource_type: int) -> list[str]:
-        # This cache also resolves vector DBs (checked before RAG calls): each type with its own API's providers.
-        return [p.provider_id for p in config.supported_providers(catalog.RESOURCE_API[resource_type])]
-
-    runtime = ApiRuntime("tool_runtime", config, host.health, provider_ids)
+    runtime = ApiRuntime("tool_runtime", config, host.health)  # its cache also resolves vector DBs
     for provider in runtime.providers.values():
         provider.attach(runtime.mesh)  # the RAG runtime calls vector_io through the mesh
     router = ToolRuntimeRouter(runtime.providers, runtime.cache)
