@@ -1,12 +1,16 @@
 # stackmesh: one Dockerfile, one image per service, chosen by the EXTRAS build argument.
 #
 #   service              EXTRAS          image (as deploy/docker-compose.yml names it)
-#   registry, gateway    (none)          stackmesh-core        (no torch, no model libraries)
+#   registry, gateway,   (none)          stackmesh-core        (no torch, no model libraries)
+#     scoring, eval
 #   inference            inference       stackmesh-inference   (torch CPU, sentence-transformers, llama.cpp, models)
+#   safety               (none) *        stackmesh-safety      (* EXTRA_NO_DEPS="semgrep==1.100.0 codeshield==1.0.1")
 #   vector_io            vector_io       stackmesh-vector-io
+#   datasetio            datasetio       stackmesh-datasetio   (pandas, pyarrow)
 #   tool_runtime         tool_runtime    stackmesh-tool-runtime
 #
 #   docker build --build-arg EXTRAS=inference -t stackmesh-inference .
+#   docker build --build-arg EXTRA_NO_DEPS="semgrep==1.100.0 codeshield==1.0.1" -t stackmesh-safety .
 #
 # Every container runs `stackmesh serve <service> ...` (the ENTRYPOINT is `stackmesh serve`) as an
 # unprivileged user, and reports health through grpc.health.v1 (`python -m stackmesh.probe`).
@@ -18,7 +22,8 @@
 #
 # Wheels. `docker build` has no package index here either, so the builder installs from a wheelhouse
 # built on the host into .wheels/wheelhouse/ (scripts/deploy_test.sh does it:
-# `pip wheel -w .wheels/wheelhouse --find-links .wheels torch==2.13.0 ".[build,inference,vector_io,tool_runtime]"`;
+# `pip wheel -w .wheels/wheelhouse --find-links .wheels torch==2.13.0 ".[build,inference,vector_io,tool_runtime,datasetio]"`
+# and `pip wheel --no-deps -w .wheels/wheelhouse semgrep==1.100.0 codeshield==1.0.1`;
 # llama-cpp-python comes from .wheels/, built once with CMAKE_ARGS=-DGGML_NATIVE=OFF). Where an index is
 # reachable the wheelhouse may be absent or partial:
 #     docker build --build-arg PIP_NO_INDEX=0 --build-arg BUILDER_APT_PACKAGES="build-essential cmake" ...
@@ -69,6 +74,19 @@ RUN python3 -m venv /opt/venv \
            /opt/venv/bin/pip install --quiet "$TORCH_SPEC"; \
        fi \
     && /opt/venv/bin/pip install --quiet -r /tmp/requirements.txt
+
+# Packages installed without their dependencies (space separated; the safety image's CodeShield and
+# semgrep: semgrep's Python dependencies pin protobuf<5, which breaks grpc, and CodeShield only runs
+# semgrep's standalone semgrep-core binary). CodeShield's first import makes a symlink next to that
+# binary inside site-packages (semgrep/bin/osemgrep), which the unprivileged runtime user could not
+# write: it is made here, as root, and travels with /opt/venv.
+ARG EXTRA_NO_DEPS=""
+RUN if [ -n "$EXTRA_NO_DEPS" ]; then \
+        /opt/venv/bin/pip install --quiet --no-deps $EXTRA_NO_DEPS \
+        && if ls -d /opt/venv/lib/python3*/site-packages/codeshield >/dev/null 2>&1; then \
+               /opt/venv/bin/python -c "import codeshield.insecure_code_detector.oss as o; print('semgrep:', o.SEMGREP_BINARY_PATH)"; \
+           fi; \
+    fi
 
 # The sources; generated protobuf/gRPC code is produced here, from protos/, never copied in.
 WORKDIR /src

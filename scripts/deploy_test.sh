@@ -276,7 +276,11 @@ base_images() {
 wheelhouse() {
     [[ -x $PIP ]] || fail ".venv is missing: run \`make install\` first (make deploy-test does)"
     local house=$ROOT/.wheels/wheelhouse stamp key
-    key=$( { cat pyproject.toml; ls .wheels/*.whl 2>/dev/null; } | sha256sum | cut -c1-16)
+    # What goes in: the extras of every image, and the safety image's --no-deps packages (the
+    # Dockerfile's EXTRA_NO_DEPS). Part of the stamp: a change to these lists rebuilds the wheelhouse.
+    local extras="build,inference,vector_io,tool_runtime,datasetio"
+    local no_deps=("semgrep==1.100.0" "codeshield==1.0.1")
+    key=$( { cat pyproject.toml; ls .wheels/*.whl 2>/dev/null; echo "$extras ${no_deps[*]}"; } | sha256sum | cut -c1-16)
     stamp=$house/.stamp-$key
     if [[ -f $stamp ]]; then
         log "wheelhouse up to date ($(ls "$house"/*.whl | wc -l) wheels)"
@@ -287,8 +291,10 @@ wheelhouse() {
     # torch pinned first in the list: an unpinned one would be a multi-GB CUDA build. llama-cpp-python
     # comes from .wheels/ (built once by `make install` with GGML_NATIVE=OFF).
     "$PIP" wheel -q -w "$house" --find-links "$ROOT/.wheels" "torch==2.13.0" "setuptools>=68" wheel \
-        ".[build,inference,vector_io,tool_runtime]" > "$LOGS/wheelhouse.log" 2>&1 \
+        ".[$extras]" > "$LOGS/wheelhouse.log" 2>&1 \
         || { grep -v "is ignored: it is neither" "$LOGS/wheelhouse.log" | tail -n 20 >&2; fail "pip wheel failed"; }
+    "$PIP" wheel -q --no-deps -w "$house" "${no_deps[@]}" >> "$LOGS/wheelhouse.log" 2>&1 \
+        || { tail -n 20 "$LOGS/wheelhouse.log" >&2; fail "pip wheel --no-deps ${no_deps[*]} failed"; }
     rm -f "$house"/stackmesh-*.whl "$house"/.stamp-*  # the image builds stackmesh from the sources
     touch "$stamp"
     log "wheelhouse: $(ls "$house"/*.whl | wc -l) wheels, $(du -sh "$house" | cut -f1)"
@@ -296,10 +302,10 @@ wheelhouse() {
 
 SERVICES=()
 select_services() {
-    # vector-io / tool-runtime need their service implementations (services/<api>/app.py).
+    # The other APIs need their service implementations (services/<api>/app.py).
     SERVICES=(postgres registry inference gateway)
     local api
-    for api in vector_io tool_runtime; do
+    for api in vector_io tool_runtime safety datasetio scoring eval; do
         if [[ -f services/$api/app.py ]]; then
             SERVICES+=("${api//_/-}")
         else
@@ -310,8 +316,10 @@ select_services() {
 }
 
 build_images() {
-    local builds=(registry inference) s   # gateway shares registry's image (stackmesh-core)
-    for s in "${SERVICES[@]}"; do [[ $s == vector-io || $s == tool-runtime ]] && builds+=("$s"); done
+    local builds=(registry inference) s   # gateway, scoring and eval share registry's image (stackmesh-core)
+    for s in "${SERVICES[@]}"; do
+        [[ $s == vector-io || $s == tool-runtime || $s == safety || $s == datasetio ]] && builds+=("$s")
+    done
     log "docker-compose build ${builds[*]}"
     compose build "${builds[@]}" > "$LOGS/build.log" 2>&1 \
         || { tail -n 40 "$LOGS/build.log" >&2; fail "image build failed (log: $LOGS/build.log)"; }

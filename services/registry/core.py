@@ -32,10 +32,19 @@ WatchEvent = registry_pb2.WatchResourcesResponse
 HEALTH_STALE_SECONDS = 30.0
 
 
+# Config entries are checked in this order, so that what they refer to is checked first.
+_CHECK_ORDER = [T.RESOURCE_TYPE_MODEL, T.RESOURCE_TYPE_DATASET, T.RESOURCE_TYPE_SCORING_FUNCTION,
+                T.RESOURCE_TYPE_SHIELD, T.RESOURCE_TYPE_VECTOR_DB, T.RESOURCE_TYPE_BENCHMARK,
+                T.RESOURCE_TYPE_TOOL_GROUP]
+# References a config entry may make to what does not exist yet (discovered later).
+_DEFERRABLE = {"MODEL_NOT_FOUND", "DATASET_NOT_FOUND", "SCORING_FUNCTION_NOT_FOUND"}
+
+
 class RegistryCore:
     def __init__(self, config: StackConfig, store: Any) -> None:
         self.config = config
         self.store = store
+        self._pending: ResourceIndex | None = None  # config entries checked so far, during reconciliation
         self.journal = Journal(store)
         self._listener: Any = None
         self._health: dict[tuple[str, str], tuple[int, str, float]] = {}
@@ -70,12 +79,26 @@ class RegistryCore:
     def _reconcile(self, entries: list[tuple[str, Resource]], skipped: list[str]):
         """The config file is the source of truth for CONFIG resources (and only for them)."""
         wanted: dict[tuple[int, str], Resource] = {}
-        for path, resource in entries:
-            try:
-                self._complete(resource)
-            except (InvalidArgument, NotFound, FailedPrecondition) as err:
-                raise ConfigError(path, err.message) from None
-            wanted[(resource.type, resource.identifier)] = resource
+        # Entries may refer to each other (a benchmark to a dataset, a judge to a model): check them
+        # in dependency order, each against the registry plus the entries checked before it.
+        self._pending = ResourceIndex()
+        try:
+            for path, resource in sorted(entries, key=lambda entry: _CHECK_ORDER.index(entry[1].type)):
+                try:
+                    self._complete(resource)
+                except NotFound as err:
+                    if err.reason not in _DEFERRABLE:
+                        raise ConfigError(path, err.message) from None
+                    # e.g. a judge model that its provider lists only once the inference service
+                    # is up: start anyway; the service that uses the reference checks it per request.
+                    log.warning("config entry %s refers to something not registered yet (%s); checked when used",
+                                path, err.message)
+                except (InvalidArgument, FailedPrecondition) as err:
+                    raise ConfigError(path, err.message) from None
+                wanted[(resource.type, resource.identifier)] = resource
+                self._pending.put(resource)
+        finally:
+            self._pending = None
         puts, deletes = [], []
         for key, resource in wanted.items():
             current = self.index.get(*key)
@@ -132,12 +155,20 @@ class RegistryCore:
         elif resource.type == T.RESOURCE_TYPE_DATASET:
             check_dataset(resource)
         elif resource.type == T.RESOURCE_TYPE_SCORING_FUNCTION:
+            check_aggregations(resource)
             judge = resource.scoring_function.params.fields.get("judge_model")
             if judge is not None and judge.string_value:
                 self._llm(judge.string_value, f"judge model of scoring function '{resource.identifier}'")
-            check_aggregations(resource)
         elif resource.type == T.RESOURCE_TYPE_BENCHMARK:
             self._check_benchmark(resource)
+
+    def _lookup(self, resource_type: int, identifier: str) -> Resource:
+        """Resolve a reference, seeing config entries checked before this one during reconciliation."""
+        if self._pending is not None:
+            pending = self._pending.get(resource_type, identifier)
+            if pending is not None:
+                return pending
+        return self.index.resolve(resource_type, identifier, self.provider_ids(resource_type))
 
     def _check_model(self, resource: Resource) -> None:
         if resource.model.model_type == T.MODEL_TYPE_UNSPECIFIED:
@@ -155,7 +186,7 @@ class RegistryCore:
         if not spec.embedding_model:
             raise InvalidArgument(f"vector DB '{resource.identifier}' needs an embedding_model",
                                   reason="EMBEDDING_MODEL_MISSING")
-        model = self.index.resolve(T.RESOURCE_TYPE_MODEL, spec.embedding_model, self.provider_ids(T.RESOURCE_TYPE_MODEL))
+        model = self._lookup(T.RESOURCE_TYPE_MODEL, spec.embedding_model)
         if model.model.model_type != T.MODEL_TYPE_EMBEDDING:
             raise InvalidArgument(f"model '{spec.embedding_model}' is not an embedding model; "
                                   f"choose one whose type is embedding ({list_hint(T.RESOURCE_TYPE_MODEL)})",
@@ -174,9 +205,11 @@ class RegistryCore:
     def _llm(self, model_id: str, role: str) -> Resource:
         """The registered LLM ``model_id``; NOT_FOUND / INVALID_ARGUMENT naming its ``role`` otherwise."""
         try:
-            model = self.index.resolve(T.RESOURCE_TYPE_MODEL, model_id, self.provider_ids(T.RESOURCE_TYPE_MODEL))
+            model = self._lookup(T.RESOURCE_TYPE_MODEL, model_id)
         except NotFound as err:
             raise NotFound(f"{role}: {err.message}", reason="MODEL_NOT_FOUND", metadata={"model": model_id}) from None
+        if model.WhichOneof("spec") != "model":
+            return model  # "provider_id/x": routed to a provider that may serve x; its type is unknown here
         if model.model.model_type != T.MODEL_TYPE_LLM:
             raise InvalidArgument(f"{role}: model '{model_id}' is a {T.ModelType.Name(model.model.model_type)[11:].lower()}"
                                   f" model, not an LLM; choose a model whose type is llm "
@@ -194,17 +227,17 @@ class RegistryCore:
         spec = resource.benchmark
         if not spec.dataset_id:
             raise InvalidArgument(f"benchmark '{resource.identifier}' needs a dataset_id", reason="DATASET_MISSING")
-        if self.index.get(T.RESOURCE_TYPE_DATASET, spec.dataset_id) is None:
+        if self.index.get(T.RESOURCE_TYPE_DATASET, spec.dataset_id) is None and (
+                self._pending is None or self._pending.get(T.RESOURCE_TYPE_DATASET, spec.dataset_id) is None):
             raise NotFound(f"benchmark '{resource.identifier}': dataset '{spec.dataset_id}' not found; register it "
                            f"first or {list_hint(T.RESOURCE_TYPE_DATASET)}", reason="DATASET_NOT_FOUND",
                            metadata={"dataset_id": spec.dataset_id})
         if not spec.scoring_functions:
             raise InvalidArgument(f"benchmark '{resource.identifier}' needs at least one scoring function",
                                   reason="SCORING_FUNCTIONS_MISSING")
-        scoring_providers = self.provider_ids(T.RESOURCE_TYPE_SCORING_FUNCTION)
         for fn in spec.scoring_functions:
             try:
-                self.index.resolve(T.RESOURCE_TYPE_SCORING_FUNCTION, fn, scoring_providers)
+                self._lookup(T.RESOURCE_TYPE_SCORING_FUNCTION, fn)
             except NotFound:
                 raise NotFound(f"benchmark '{resource.identifier}': scoring function '{fn}' not found; "
                                f"{list_hint(T.RESOURCE_TYPE_SCORING_FUNCTION)}", reason="SCORING_FUNCTION_NOT_FOUND",

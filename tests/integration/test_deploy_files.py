@@ -37,16 +37,25 @@ DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 
-# compose service -> (process name for `stackmesh serve`, gRPC port, EXTRAS of its image)
+# compose service -> (process name for `stackmesh serve`, gRPC port, EXTRAS of its image, image)
 STACKMESH_SERVICES = {
-    "registry": ("registry", 50052, ""),
-    "gateway": ("gateway", 50051, ""),
-    "inference": ("inference", 50053, "inference"),
-    "vector-io": ("vector_io", 50055, "vector_io"),
-    "tool-runtime": ("tool_runtime", 50060, "tool_runtime"),
+    "registry": ("registry", 50052, "", "stackmesh-core"),
+    "gateway": ("gateway", 50051, "", "stackmesh-core"),
+    "inference": ("inference", 50053, "inference", "stackmesh-inference"),
+    "safety": ("safety", 50054, "", "stackmesh-safety"),  # + EXTRA_NO_DEPS (CodeShield, semgrep)
+    "vector-io": ("vector_io", 50055, "vector_io", "stackmesh-vector-io"),
+    "datasetio": ("datasetio", 50056, "datasetio", "stackmesh-datasetio"),
+    "scoring": ("scoring", 50057, "", "stackmesh-core"),
+    "eval": ("eval", 50058, "", "stackmesh-core"),
+    "tool-runtime": ("tool_runtime", 50060, "tool_runtime", "stackmesh-tool-runtime"),
 }
 # Services the gateway or other services call: clients balance over their replicas.
-BALANCED = {"registry", "inference", "vector-io", "tool-runtime"}
+BALANCED = {"registry", "inference", "safety", "vector-io", "datasetio", "scoring", "eval", "tool-runtime"}
+# Services whose state is a SQLite file in /data: one pod on Kubernetes (a ReadWriteOnce claim).
+SINGLE_POD = {"vector-io", "datasetio", "eval"}
+# The APIs added with safety, datasetio, scoring and eval: the compose run config carries the same
+# providers as deploy/run.yaml.
+NEW_APIS = ("safety", "datasetio", "scoring", "eval")
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,11 @@ def _flag(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
+def _defaults(text: str) -> str:
+    """``${VAR:-default}`` -> default: what compose reads when .env leaves VAR empty."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+
+
 # --- docker compose --------------------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed "
@@ -85,7 +99,7 @@ def test_compose_has_every_service_with_grpc_health_checks(compose: dict[str, An
     assert compose["version"] == "2.4"  # depends_on conditions with docker-compose v1.29
     services = compose["services"]
     assert set(STACKMESH_SERVICES) | {"postgres", "llamacpp"} <= set(services)
-    for name, (process, port, extras) in STACKMESH_SERVICES.items():
+    for name, (process, port, extras, image) in STACKMESH_SERVICES.items():
         service = services[name]
         command = service["command"]
         assert command[0] == process and process in SERVICE_BUILDERS, (name, command)
@@ -97,11 +111,23 @@ def test_compose_has_every_service_with_grpc_health_checks(compose: dict[str, An
         assert service["build"]["args"]["EXTRAS"] == extras
         assert service["build"]["context"] == ".."
         assert "${STACKMESH_TAG" in service["image"]
+        assert service["image"] == "${STACKMESH_IMAGE_PREFIX:-stackmesh}" + image.removeprefix("stackmesh") + \
+            ":${STACKMESH_TAG:-dev}", (name, service["image"])
         mounts = [v.split(":")[:2] for v in service["volumes"]]
         assert ["./compose.run.yaml", "/etc/stackmesh/run.yaml"] in mounts, name
+        assert service["environment"]["STACKMESH_PROBE_TARGET"] == f"127.0.0.1:{port}", name
     # The registry image carries no model libraries; the inference image does.
     assert services["registry"]["build"]["args"]["EXTRAS"] == ""
     assert services["registry"]["image"] == services["gateway"]["image"]
+    # Services sharing an image build it the same way.
+    for name, spec in STACKMESH_SERVICES.items():
+        for other, other_spec in STACKMESH_SERVICES.items():
+            if spec[3] == other_spec[3]:
+                assert services[name]["build"] == services[other]["build"], (name, other)
+    # safety: CodeShield + semgrep installed with --no-deps (semgrep's deps would downgrade protobuf).
+    no_deps = services["safety"]["build"]["args"]["EXTRA_NO_DEPS"].split()
+    assert sorted(no_deps) == ["codeshield==1.0.1", "semgrep==1.100.0"]
+    assert all("EXTRA_NO_DEPS" not in s["build"]["args"] for n, s in services.items() if "build" in s and n != "safety")
     postgres = services["postgres"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert "${POSTGRES_IMAGE" in postgres["image"]
@@ -114,6 +140,10 @@ def test_compose_start_order_waits_on_health(compose: dict[str, Any]) -> None:
         "inference": {"registry"},
         "vector-io": {"registry", "inference"},
         "tool-runtime": {"registry", "vector-io"},
+        "safety": {"registry", "inference"},          # Llama Guard's models
+        "datasetio": {"registry"},
+        "scoring": {"registry", "inference"},         # judge models
+        "eval": {"registry", "inference", "datasetio", "scoring"},
         "gateway": {"registry", "inference"},
     }
     for name, deps in expected.items():
@@ -141,15 +171,29 @@ def test_compose_keeps_state_in_named_volumes(compose: dict[str, Any]) -> None:
     used = set()
     for service in services.values():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = _defaults(volume).split(":")[0]
             if not source.startswith((".", "/")):
                 assert source in declared, f"volume {source} is not declared"
                 used.add(source)
     assert declared == used
-    def mounted(name: str) -> set[str]:
-        return {v.split(":")[1] for v in services[name]["volumes"] if not v.startswith(".")}
+    def mounted(name: str) -> dict[str, str]:
+        return {_defaults(v).split(":")[1]: _defaults(v).split(":")[0] for v in services[name]["volumes"]
+                if not v.startswith(".")}
     assert "/var/lib/postgresql/data" in mounted("postgres")
     assert "/data" in mounted("registry") and "/data" in mounted("vector-io")
+    # datasetio's appended rows and eval's jobs are SQLite files in /data, each in a volume of its own.
+    assert mounted("datasetio")["/data"] == "datasetio-data"
+    assert mounted("eval")["/data"] == "eval-data"
+    for name in ("datasetio", "eval"):
+        assert services[name]["environment"]["STACKMESH_DATA_DIR"] == "/data", name
+    # file:// datasets are read inside the datasetio container: /datasets, a named volume unless
+    # STACKMESH_DATASETS names a host folder.
+    (datasets,) = [v for v in services["datasetio"]["volumes"] if ":/datasets" in v]
+    assert datasets.startswith("${STACKMESH_DATASETS:-datasets}:/datasets")
+    assert mounted("datasetio")["/datasets"] == "datasets"
+    # Stateless services keep nothing.
+    for name in ("safety", "scoring"):
+        assert list(mounted(name)) == [], name
 
 
 def test_compose_llamacpp_profile_serves_the_packaged_gguf(compose: dict[str, Any]) -> None:
@@ -188,7 +232,7 @@ def compose_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("STACKMESH_DATA_DIR", "/data")
     for key in ("VLLM_URL", "CHROMADB_URL"):
         monkeypatch.delenv(key, raising=False)
-    for name in ("REGISTRY", "INFERENCE", "VECTOR_IO", "TOOL_RUNTIME"):
+    for name in ("REGISTRY", "INFERENCE", "SAFETY", "VECTOR_IO", "DATASETIO", "SCORING", "EVAL", "TOOL_RUNTIME"):
         monkeypatch.delenv(f"STACKMESH_{name}_TARGET", raising=False)
     return env
 
@@ -197,7 +241,7 @@ def test_compose_run_config_loads(compose_env: dict[str, str], compose: dict[str
     config = load_config(DEPLOY / "compose.run.yaml")
     assert config.mesh.host == "0.0.0.0"
     services = compose["services"]
-    for name, (process, port, _) in STACKMESH_SERVICES.items():
+    for name, (process, port, _, _) in STACKMESH_SERVICES.items():
         if process == "gateway":
             assert config.server.port == port
             continue
@@ -224,6 +268,28 @@ def test_compose_run_config_adds_the_llamacpp_server_as_vllm(compose_env: dict[s
     assert vllm.provider_type == "remote::vllm"
     assert vllm.config["base_url"] == "http://llamacpp:8000/v1"
     assert config.storage["stores"]["metadata"]["backend"] == "kv_sqlite"
+
+
+@pytest.mark.parametrize("path", [DEPLOY / "compose.run.yaml", K8S / "run.yaml"], ids=["compose", "k8s"])
+def test_run_config_serves_every_api_like_the_local_one(compose_env: dict[str, str], path: pathlib.Path) -> None:
+    """The containers' config has deploy/run.yaml's safety, datasetio, scoring and eval providers,
+    every API is served, and the SQLite files of datasetio and eval land in /data (their volumes)."""
+    from services.common.storage import data_dir
+
+    config = load_config(path)
+    assert not config.unsupported, config.unsupported
+    assert set(config.apis) == set(catalog.served_apis()) == set(config.apis_to_serve())
+    local = load_config(DEPLOY / "run.yaml")
+    for api in NEW_APIS:
+        mine = [(p.provider_id, p.provider_type, p.config) for p in config.providers[api]]
+        theirs = [(p.provider_id, p.provider_type, p.config) for p in local.providers[api]]
+        assert mine == theirs, api
+    folders = {}
+    for api in ("datasetio", "eval"):
+        (provider,) = config.providers[api]
+        folders[api] = data_dir(config, provider.provider_id, api=api, kvstore=provider.config.get("kvstore"))
+        assert folders[api].parent.parent == pathlib.Path("/data"), (api, folders[api])
+    assert folders["datasetio"] != folders["eval"]
 
 
 def test_k8s_run_config_equals_the_compose_one() -> None:
@@ -256,7 +322,7 @@ def test_k8s_deployments_have_grpc_probes_and_requests(manifests: list[dict[str,
     deployments = _of_kind(manifests, "Deployment")
     assert set(deployments) == set(STACKMESH_SERVICES)
     for name, deployment in deployments.items():
-        process, port, extras = STACKMESH_SERVICES[name]
+        process, port, extras, expected_image = STACKMESH_SERVICES[name]
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["enableServiceLinks"] is False  # else POSTGRES_PORT=tcp://... overrides the config's
@@ -270,7 +336,7 @@ def test_k8s_deployments_have_grpc_probes_and_requests(manifests: list[dict[str,
         assert requests.get("cpu") and requests.get("memory"), name
         assert container["resources"]["limits"].get("memory"), name
         image = container["image"]
-        assert image == (f"stackmesh-{name}" if extras else "stackmesh-core"), (name, image)
+        assert image == expected_image, (name, image)
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         config_volume = {v["name"]: v for v in pod["volumes"]}[mounts["/etc/stackmesh"]]
         assert config_volume["configMap"]["name"] == "stackmesh-config"
@@ -294,6 +360,32 @@ def test_k8s_services_select_their_deployments(manifests: list[dict[str, Any]]) 
     assert "postgres" in services and "postgres" in _of_kind(manifests, "StatefulSet")
 
 
+def test_k8s_sqlite_services_run_one_pod_on_a_claim(manifests: list[dict[str, Any]]) -> None:
+    """vector-io, datasetio and eval keep SQLite files: one pod (Recreate) on a ReadWriteOnce claim;
+    the stateless new services get no claim. datasetio also mounts /datasets for file:// datasets."""
+    deployments = _of_kind(manifests, "Deployment")
+    claims = _of_kind(manifests, "PersistentVolumeClaim")
+    for name in SINGLE_POD:
+        spec = deployments[name]["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}, name
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+        assert claims[claim]["spec"]["accessModes"] == ["ReadWriteOnce"], name
+        assert {"name": "STACKMESH_DATA_DIR", "value": "/data"} in container["env"]
+    datasetio = deployments["datasetio"]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in datasetio["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in datasetio["volumes"]}
+    assert volumes[mounts["/datasets"]]["persistentVolumeClaim"]["claimName"] in claims
+    for name in ("safety", "scoring"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert not any("persistentVolumeClaim" in v for v in pod["volumes"]), name
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in _of_kind(manifests, "HorizontalPodAutoscaler").values()}
+    assert not hpas & SINGLE_POD
+
+
 def test_k8s_hpa_targets_inference(manifests: list[dict[str, Any]]) -> None:
     (hpa,) = _of_kind(manifests, "HorizontalPodAutoscaler").values()
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -308,6 +400,9 @@ def test_k8s_config_and_secrets(manifests: list[dict[str, Any]], kustomization: 
     assert "POSTGRES_PASSWORD" in secret["stringData"]
     literals = dict(item.split("=", 1) for item in generated["stackmesh-env"]["literals"])
     assert "POSTGRES_PASSWORD" not in literals  # secrets stay in the Secret
+    images = {i["name"] for i in kustomization["images"]}
+    for name, deployment in _of_kind(manifests, "Deployment").items():
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] in images, name
     registry = _of_kind(manifests, "Deployment")["registry"]["spec"]["template"]["spec"]["containers"][0]
     password = {e["name"]: e for e in registry["env"]}["POSTGRES_PASSWORD"]
     assert password["valueFrom"]["secretKeyRef"]["name"] == "stackmesh-secrets"
@@ -318,7 +413,7 @@ def test_kustomize_renders() -> None:
     result = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout) if d]
-    assert kinds.count("Deployment") == 5 and "HorizontalPodAutoscaler" in kinds
+    assert kinds.count("Deployment") == len(STACKMESH_SERVICES) and "HorizontalPodAutoscaler" in kinds
 
 
 # --- stackmesh.probe -------------------------------------------------------------------------------

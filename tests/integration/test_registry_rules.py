@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from services.common.errors import error_info_from_rpc_error
+from services.common.errors import ConfigError, error_info_from_rpc_error
 from stackmesh.common.v1 import common_pb2 as cpb
 from stackmesh.registry.v1 import registry_pb2 as rpb, registry_pb2_grpc as rgrpc
 from tests.conftest import make_config
@@ -531,3 +531,35 @@ async def test_shields_benchmarks_judges_and_datasets_check_what_they_refer_to(i
     bench = await benchmarks.RegisterBenchmark(rpb.RegisterBenchmarkRequest(
         benchmark_id="b", dataset_id="qa", scoring_functions=["judge", "basic::subset_of"]))
     assert bench.benchmark.provider_id == "meta-reference"
+
+
+async def test_config_entries_may_refer_to_each_other_and_to_models_discovered_later(inproc, tmp_path, backend):
+    providers = {**EVAL_PROVIDERS, "inference": [{"provider_id": "llama-cpp", "provider_type": "inline::llama-cpp"},
+                                                 {"provider_id": "st", "provider_type": "inline::sentence-transformers"}]}
+    resources = {
+        # listed after the entries that use them: the registry checks in dependency order
+        "benchmarks": [{"benchmark_id": "arith", "dataset_id": "qa", "scoring_functions": ["judge", "later"]}],
+        "scoring_fns": [
+            {"scoring_fn_id": "judge", "provider_id": "llm-as-judge", "params": {"judge_model": "big"}},
+            # its model is listed by llama-cpp only once inference is up: not an error at start
+            {"scoring_fn_id": "later", "provider_id": "llm-as-judge",
+             "params": {"judge_model": "SmolLM2-135M-Instruct"}},
+            # a provider-routed model of unknown type is accepted
+            {"scoring_fn_id": "routed", "provider_id": "llm-as-judge", "params": {"judge_model": "llama-cpp/x"}},
+        ],
+        "datasets": [{"dataset_id": "qa", "purpose": "eval/question-answer",
+                      "source": {"type": "rows", "rows": [{"input_query": "1+1?", "expected_answer": "2"}]}}],
+        "shields": [{"shield_id": "guard", "provider_id": "llama-guard", "provider_shield_id": "big"}],
+        "models": [{"model_id": "big", "provider_id": "llama-cpp", "model_type": "llm"}],
+    }
+    host, core = await inproc.registry(make_config(tmp_path, providers=providers, resources=resources, backend=backend))
+    assert core.get(cpb.RESOURCE_TYPE_BENCHMARK, "arith").benchmark.dataset_id == "qa"
+    assert core.get(cpb.RESOURCE_TYPE_SHIELD, "guard").provider_resource_id == "big"
+    assert core.get(cpb.RESOURCE_TYPE_SCORING_FUNCTION, "later").source == cpb.RESOURCE_SOURCE_CONFIG
+    # a reference of the wrong type is still a config error naming the entry
+    bad = {"models": [{"model_id": "emb", "provider_id": "st", "model_type": "embedding",
+                       "metadata": {"embedding_dimension": 384}}],
+           "shields": [{"shield_id": "guard", "provider_id": "llama-guard", "provider_shield_id": "emb"}]}
+    with pytest.raises(ConfigError) as caught:
+        await inproc.registry(make_config(tmp_path / "bad", providers=providers, resources=bad, backend=backend))
+    assert caught.value.path == "registered_resources.shields[0]" and "not an LLM" in caught.value.message
