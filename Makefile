@@ -34,7 +34,7 @@ $(LLAMA_WHEEL_DIR)/.built: | $(VENV)/bin/python
 # torch first and pinned: an unpinned torch (pulled by sentence-transformers) is a multi-GB CUDA build.
 $(STAMP): pyproject.toml $(LLAMA_WHEEL_DIR)/.built | $(VENV)/bin/python
 	$(PIP) install "torch==2.13.0"
-	$(PIP) install --find-links $(LLAMA_WHEEL_DIR) -e ".[build,inference,vector_io,tool_runtime,datasetio,test]"
+	$(PIP) install --find-links $(LLAMA_WHEEL_DIR) -e ".[build,inference,vector_io,tool_runtime,datasetio,post_training,test]"
 	# CodeShield runs semgrep's standalone binary; its Python deps would downgrade protobuf (see pyproject).
 	$(PIP) install --no-deps "semgrep==1.100.0" "codeshield==1.0.1"
 	touch $@

@@ -8,6 +8,7 @@ from stackmesh.common.v1 import common_pb2
 from stackmesh.datasetio.v1 import datasetio_pb2
 from stackmesh.eval.v1 import eval_pb2
 from stackmesh.inference.v1 import inference_pb2
+from stackmesh.post_training.v1 import post_training_pb2
 from stackmesh.registry.v1 import registry_pb2
 from stackmesh.safety.v1 import safety_pb2
 from stackmesh.scoring.v1 import scoring_pb2
@@ -40,6 +41,7 @@ _PUBLIC = [
     # jobs, which live in the eval tier's store: neither routes by field 1.
     (scoring_pb2, "ScoringService", "scoring", 0),
     (eval_pb2, "EvalService", "eval", 0),
+    (post_training_pb2, "PostTrainingService", "post_training", 0),
     (tool_runtime_pb2, "ToolRuntimeService", "tool_runtime", 0),
 ]
 

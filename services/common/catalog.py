@@ -41,6 +41,7 @@ API_SERVICES: dict[str, str] = {
     "datasetio": "services.datasetio.providers.table",
     "scoring": "services.scoring.providers.table",
     "eval": "services.eval.providers.table",
+    "post_training": "services.post_training.providers.table",
     "tool_runtime": "services.tool_runtime.providers.table",
 }
 

