@@ -241,6 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from stackmesh.cli_evaluation import add_commands as add_evaluation_commands
+    from stackmesh.cli_training import add_commands as add_training_commands
     from stackmesh.client import RESOURCE_COLLECTIONS
 
     parser = argparse.ArgumentParser(prog="stackmesh", description="Run and call a stackmesh gRPC mesh.")
@@ -292,6 +293,7 @@ def _parser() -> argparse.ArgumentParser:
             q.set_defaults(func=cmd_toolgroups_register)
 
     add_evaluation_commands(sub, ops_by_collection)
+    add_training_commands(sub)
 
     rag = sub.add_parser("rag", help="insert documents into and query a vector DB").add_subparsers(dest="op", required=True)
     q = rag.add_parser("insert")

@@ -7,7 +7,6 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 from typing import Any
 
 __all__ = ["add_commands"]
@@ -154,27 +153,11 @@ def _job_line(job: Any) -> str:
 
 
 def _follow(sm: Any, job_id: str) -> Any:
-    """Print progress until the job ends: a bar on a terminal, a line per change otherwise."""
+    from stackmesh.cli_progress import follow
     from stackmesh.client_evaluation import JOB_STATES
 
-    tty, started, job, last = sys.stderr.isatty(), time.monotonic(), None, None
-    for job in sm.watch_job(job_id):
-        key = (job.state, job.rows_done)
-        if key == last:
-            continue
-        last = key
-        if tty:
-            total = max(job.rows_total, 1)
-            filled = int(30 * job.rows_done / total)
-            elapsed = time.monotonic() - started
-            eta = elapsed / job.rows_done * (job.rows_total - job.rows_done) if job.rows_done else 0
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {job.rows_done}/{job.rows_total} "
-                  f"{JOB_STATES.get(job.state, '?'):<11} ETA {eta:4.0f}s", end="", file=sys.stderr, flush=True)
-        else:
-            print(_job_line(job), file=sys.stderr, flush=True)
-    if tty:
-        print(file=sys.stderr)
-    return job
+    return follow(sm.watch_job(job_id), lambda job: (job.rows_done, job.rows_total),
+                  lambda job: f"rows {JOB_STATES.get(job.state, '?')}")
 
 
 def _print_scores(sm: Any, scores: Any) -> None:

@@ -24,6 +24,7 @@ from stackmesh.tool_runtime.v1 import tool_runtime_pb2 as tpb, tool_runtime_pb2_
 from stackmesh.vector_io.v1 import vector_io_pb2 as vpb, vector_io_pb2_grpc
 from stackmesh.client_errors import StackmeshClientError, call as _call
 from stackmesh.client_evaluation import EvaluationCalls
+from stackmesh.client_training import TrainingCalls
 
 __all__ = ["StackmeshClient", "StackmeshClientError", "DEFAULT_URL", "RESOURCE_COLLECTIONS"]
 
@@ -46,8 +47,9 @@ RESOURCE_COLLECTIONS: dict[str, tuple[Any, str, str, str]] = {
 }
 
 
-class StackmeshClient(EvaluationCalls):
-    """Calls through one gateway channel; shields, datasets, scoring and eval come from EvaluationCalls."""
+class StackmeshClient(EvaluationCalls, TrainingCalls):
+    """Calls through one gateway channel; shields, datasets, scoring and eval come from EvaluationCalls,
+    fine-tuning jobs from TrainingCalls."""
 
     def __init__(self, url: str | None = None, timeout: float = 120.0) -> None:
         self.url = url or os.environ.get("STACKMESH_URL") or DEFAULT_URL
@@ -58,6 +60,7 @@ class StackmeshClient(EvaluationCalls):
         self.vector_io = vector_io_pb2_grpc.VectorIOServiceStub(self.channel)
         self.tool_runtime = tool_runtime_pb2_grpc.ToolRuntimeServiceStub(self.channel)
         self._init_evaluation_stubs()
+        self._init_training_stubs()
 
     def __enter__(self) -> "StackmeshClient":
         return self
