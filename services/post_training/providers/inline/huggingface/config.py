@@ -33,6 +33,27 @@ class HuggingFacePostTrainingConfig(BaseModel):
     max_queued_jobs: int = Field(default=16, ge=1, description="Jobs waiting beyond the running one.")
     torch_threads: int | None = Field(default=None, ge=1, description="Threads the trainer uses (default: all "
                                       "cores).")
+    omp_wait_policy: Literal["PASSIVE", "ACTIVE"] = Field(
+        default="PASSIVE", description="OpenMP wait policy of the training worker (unless OMP_WAIT_POLICY is set). "
+        "Measured on 2 cores (bench/post_training_steps.py --compare-omp): an ACTIVE (spinning) step took 0.8-1.1x "
+        "the PASSIVE time on an idle host, 1.4-1.6x with one busy process beside it (and spinning threads starve the "
+        "services beside them); PASSIVE suits a host shared with the mesh, ACTIVE a dedicated trainer.")
+    # --- jobs across restarts and replicas
+    train_jobs: bool = Field(default=True, description="Whether this replica trains jobs. False: it accepts, lists, "
+                             "watches and cancels jobs in the shared store while replicas with true train them (a "
+                             "small front replica beside a big trainer).")
+    heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often a replica renews its claim on the "
+                                     "job it runs, and looks for queued or orphaned jobs to take.")
+    lease_seconds: float = Field(default=30.0, gt=0, description="A claim not renewed for this long is orphaned "
+                                 "(its replica died or hangs) and another replica resumes the job from its last "
+                                 "checkpoint. A claim of a dead process on the same host is taken over at once.")
+    max_attempts: int = Field(default=3, ge=1, description="A job whose service crashed this many times while "
+                              "running it is marked FAILED instead of resumed again.")
+    cancel_grace_seconds: float = Field(default=3.0, ge=0, description="After SIGTERM, how long a cancelled job's "
+                                        "worker process gets before SIGKILL.")
+    datasetio_timeout_seconds: float = Field(default=60.0, gt=0, description="Limit of one IterRows call.")
+    registry_timeout_seconds: float = Field(default=10.0, gt=0, description="Limit of the RegisterModel call that "
+                                            "registers a completed job's output model.")
     # --- Llama Stack's HuggingFacePostTrainingConfig keys, accepted so its configs load
     device: str = Field(default="cpu", description="Only cpu is supported here.")
     distributed_backend: Literal["fsdp", "deepspeed"] | None = Field(default=None, description="Not supported; "
