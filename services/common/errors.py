@@ -9,6 +9,7 @@
     ├── PermissionDenied                (PERMISSION_DENIED) e.g. a model not in allowed_models
     ├── Unavailable                     (UNAVAILABLE)       a provider or service is down
     ├── DeadlineExceeded                (DEADLINE_EXCEEDED)
+    ├── ResourceExhausted               (RESOURCE_EXHAUSTED) over a capacity limit (memory, steps, queue)
     └── Unimplemented                   (UNIMPLEMENTED)     the provider cannot do this operation
 
 Every error carries a machine-readable ``reason`` and ``metadata``; on the wire it becomes a
@@ -36,6 +37,7 @@ __all__ = [
     "PermissionDenied",
     "Unavailable",
     "DeadlineExceeded",
+    "ResourceExhausted",
     "Unimplemented",
     "to_grpc_status",
     "error_info_from_rpc_error",
@@ -101,6 +103,13 @@ class Unavailable(StackmeshError):
 class DeadlineExceeded(StackmeshError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(StackmeshError):
+    """A request over a capacity limit: worth retrying smaller or later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
 
 
 class Unimplemented(StackmeshError):

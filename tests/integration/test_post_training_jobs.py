@@ -20,7 +20,7 @@ from services.common.config import MeshConfig, ServiceTarget
 from services.common.errors import FailedPrecondition
 from services.common.mesh import MeshClient
 from services.common.registry_cache import RegistryCache
-from services.eval.providers.inline.meta_reference import claims
+from services.common import job_claims as claims
 from services.post_training.core import PostTrainingCore
 from services.post_training.providers.base import BaseSource, JobState, TrainingSpec
 from services.post_training.providers.inline.huggingface.config import HuggingFacePostTrainingConfig

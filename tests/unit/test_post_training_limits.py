@@ -10,7 +10,8 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.inference.providers.inline.llama_cpp.provider import packaged_smollm2_path
-from services.post_training.providers.base import BaseSource, ResourceExhausted, TrainingSpec
+from services.common.errors import ResourceExhausted
+from services.post_training.providers.base import BaseSource, TrainingSpec
 from services.post_training.providers.inline.huggingface.limits import (GIB, check_limits, estimate_memory,
                                                                         lora_params, steps_per_epoch)
 from services.post_training.providers.inline.huggingface.shapes import gguf_shape

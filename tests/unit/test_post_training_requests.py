@@ -19,7 +19,8 @@ from services.common.protoutil import struct
 from services.common.resource_index import ResourceIndex
 from services.inference.providers.inline.llama_cpp.provider import packaged_smollm2_path
 from services.post_training.core import PostTrainingCore
-from services.post_training.providers.base import JobState, ResourceExhausted
+from services.common.errors import ResourceExhausted
+from services.post_training.providers.base import JobState
 from services.post_training.providers.inline.huggingface.config import HuggingFacePostTrainingConfig
 from services.post_training.providers.inline.huggingface.provider import HuggingFacePostTrainingProvider
 from services.post_training.router import PostTrainingRouter

@@ -13,12 +13,11 @@ import dataclasses
 from typing import Any, AsyncIterator
 
 from services.common.config import StackConfig
-import grpc
 
-from services.common.errors import NotFound, StackmeshError
+from services.common.errors import NotFound
 
 __all__ = ["JobState", "ACTIVE_STATES", "TERMINAL_STATES", "BaseSource", "TrainingSpec", "LossPoint",
-           "CheckpointInfo", "JobInfo", "Artifacts", "PostTrainingProvider", "job_not_found", "ResourceExhausted"]
+           "CheckpointInfo", "JobInfo", "Artifacts", "PostTrainingProvider", "job_not_found"]
 
 
 class JobState:
@@ -155,14 +154,6 @@ class Artifacts:
     merged_path: str = ""
     base_path: str = ""
     registered_model: str = ""
-
-
-class ResourceExhausted(StackmeshError):
-    """A request over a capacity limit (memory, queue): RESOURCE_EXHAUSTED, worth retrying smaller
-    or later. (services.common.errors has no such class yet.)"""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    default_reason = "RESOURCE_EXHAUSTED"
 
 
 def job_not_found(job_id: str) -> NotFound:

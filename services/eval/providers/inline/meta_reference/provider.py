@@ -31,7 +31,7 @@ from services.common.storage import data_dir
 from services.eval.downstream import Downstream, Timeouts
 from services.eval.providers.base import (TERMINAL_STATES, EvalProvider, EvalResult, JobInfo, JobResult, JobState,
                                           RunSpec, job_not_found)
-from services.eval.providers.inline.meta_reference import claims
+from services.common import job_claims as claims
 from services.eval.providers.inline.meta_reference.config import MetaReferenceEvalConfig
 from services.eval.providers.inline.meta_reference.runner import JobRun, generate_row
 from services.eval.providers.inline.meta_reference.store import JobStore

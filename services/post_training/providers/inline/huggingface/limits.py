@@ -20,7 +20,8 @@ import dataclasses
 import math
 
 from services.common.errors import InvalidArgument
-from services.post_training.providers.base import ResourceExhausted, TrainingSpec
+from services.common.errors import ResourceExhausted
+from services.post_training.providers.base import TrainingSpec
 from services.post_training.providers.inline.huggingface.shapes import ModelShape
 
 __all__ = ["MemoryEstimate", "estimate_memory", "steps_per_epoch", "total_steps", "check_limits", "lora_params",

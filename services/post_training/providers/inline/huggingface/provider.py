@@ -28,12 +28,13 @@ import uuid
 from typing import Any, AsyncIterator
 
 from services.common.config import StackConfig
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
+from services.common import job_claims as claims
+from services.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted,
+                                    Unavailable)
 from services.common.storage import data_dir
-from services.eval.providers.inline.meta_reference import claims  # shared job-claim rules (see report)
 from services.post_training.datasets import DatasetReader
 from services.post_training.providers.base import (TERMINAL_STATES, Artifacts, JobInfo, JobState, PostTrainingProvider,
-                                                   ResourceExhausted, TrainingSpec, job_not_found)
+                                                   TrainingSpec, job_not_found)
 from services.post_training.providers.inline.huggingface.bases import base_folder
 from services.post_training.providers.inline.huggingface.config import HuggingFacePostTrainingConfig
 from services.post_training.providers.inline.huggingface.limits import check_limits

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from services.eval.providers.inline.meta_reference.claims import holder_id, orphaned, pid_alive, retire
+from services.common.job_claims import holder_id, orphaned, pid_alive, retire
 
 HOST = socket.gethostname()
 
