@@ -12,7 +12,7 @@ converted to transformers files once (30-60 s), as the service does, and reused 
 Variants are interleaved in rounds (the order rotates each round); a value is the median over rounds.
 
     .venv/bin/python bench/post_training_steps.py                 # ~3 min
-    .venv/bin/python bench/post_training_steps.py --steps 4 --seq 64 128   # quicker
+    .venv/bin/python bench/post_training_steps.py --quick         # ~1.5 min: 3 steps at 64 and 128
     .venv/bin/python bench/post_training_steps.py --data-dir ~/.cache/stackmesh-bench   # keep the base
     .venv/bin/python bench/post_training_steps.py --compare-omp --load 1   # spinning vs passive, shared host
 """
@@ -45,9 +45,10 @@ SENTENCE = ("Project Xylo keeps its build logs in the north archive, and every r
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seq", type=int, nargs="+", default=[64, 128, 256], help="max_seq_len values")
+    p.add_argument("--quick", action="store_true", help="smoke run: --steps 3 --seq 64 128 (unless given)")
+    p.add_argument("--seq", type=int, nargs="+", help="max_seq_len values (default 64 128 256)")
     p.add_argument("--batch", type=int, default=4, help="batch_size")
-    p.add_argument("--steps", type=int, default=6, help="optimizer steps per run (the first is a warm-up)")
+    p.add_argument("--steps", type=int, help="optimizer steps per run, the first a warm-up (default 6)")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the worker (0: torch's default)")
     p.add_argument("--compare-omp", action="store_true", help="also run with OMP_WAIT_POLICY=ACTIVE (torch's "
@@ -55,7 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load", type=int, default=0, help="busy-looping competitor processes to run meanwhile (a host "
                    "shared with the mesh's other services)")
     p.add_argument("--data-dir", default="", help="folder for the converted base (default: a temp dir)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.seq = args.seq or ([64, 128] if args.quick else [64, 128, 256])
+    args.steps = args.steps or (3 if args.quick else 6)
+    return args
 
 
 def make_job(root: pathlib.Path, name: str, base: BaseSource, seq: int, args: argparse.Namespace) -> pathlib.Path:

@@ -1,7 +1,7 @@
 """Run every benchmark in bench/ in sequence; exit non-zero when any of them fails.
 
-    .venv/bin/python bench/run_all.py            # ~5 min
-    .venv/bin/python bench/run_all.py --quick    # ~1 min smoke run
+    .venv/bin/python bench/run_all.py            # ~30 min
+    .venv/bin/python bench/run_all.py --quick    # ~10 min smoke run
     .venv/bin/python bench/run_all.py --chat     # gateway_overhead also measures ChatCompletion
 """
 
@@ -15,7 +15,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = ["gateway_overhead.py", "echo_ceiling.py", "registry_scale.py", "replica_scaling.py",
-              "vector_io_throughput.py", "rag_latency.py"]
+              "vector_io_throughput.py", "rag_latency.py", "datasetio_rows.py", "eval_throughput.py",
+              "post_training_steps.py", "tuned_model_tokens.py"]
 
 
 def main(argv: list[str] | None = None) -> int:
