@@ -87,14 +87,20 @@ class PostgresRegistryStore:
         self.keep_changes = keep_changes
         self._writer = psycopg.connect(dsn, autocommit=True)  # used by the journal's writer thread only
         self._reader = psycopg.connect(dsn, autocommit=True)  # loads and change-log reads
+        # Every use of a connection holds its lock, and close() takes both: libpq frees a connection
+        # on close, so closing it under a query still running in a worker thread would crash the process.
         self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
         with self._writer.transaction():
             self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # replicas starting together
             self._writer.execute(_SCHEMA)
 
     def close(self) -> None:
-        self._writer.close()
-        self._reader.close()
+        with self._write_lock, self._read_lock:
+            self._closed = True
+            self._writer.close()
+            self._reader.close()
 
     def load(self) -> tuple[list[Resource], int]:
         with self._read_lock, self._reader_conn().transaction():  # one snapshot for both reads
@@ -103,56 +109,66 @@ class PostgresRegistryStore:
             last = self._reader.execute("SELECT COALESCE(MAX(revision), 0) FROM stackmesh_changes").fetchone()[0]
         return [Resource.FromString(bytes(body)) for (body,) in rows], int(last)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise psycopg.OperationalError("the registry store is closed")
+
     def _writer_conn(self) -> psycopg.Connection:
         """The writer connection, reopened after the database restarted or failed over."""
+        self._check_open()
         if self._writer.closed or self._writer.broken:
             self._writer = psycopg.connect(self.dsn, autocommit=True)
         return self._writer
 
     def _reader_conn(self) -> psycopg.Connection:
+        self._check_open()
         if self._reader.closed or self._reader.broken:
             self._reader = psycopg.connect(self.dsn, autocommit=True)
         return self._reader
 
     def rollback(self) -> None:
-        if not self._writer.closed and not self._writer.broken:
-            self._writer.execute("ROLLBACK")
+        with self._write_lock:
+            if not self._writer.closed and not self._writer.broken:
+                self._writer.execute("ROLLBACK")
 
     def begin(self, since_revision: int) -> list[Change] | None:
         """Open the write transaction, take the lock, and return what others committed since."""
-        self._writer_conn().execute("BEGIN")
-        try:
-            self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            return self._changes_since(self._writer, since_revision)
-        except BaseException:
-            self._writer.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            self._writer_conn().execute("BEGIN")
+            try:
+                self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                return self._changes_since(self._writer, since_revision)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
 
     def commit(self, changes: list[Change]) -> None:
         """Write the batch, NOTIFY, COMMIT (which releases the lock). Always ends the transaction."""
-        try:
-            with self._writer.cursor() as cur:
-                for change in changes:
-                    body = change.resource.SerializeToString()
-                    if change.op == OP_PUT:
-                        cur.execute(
-                            "INSERT INTO stackmesh_resources (type, identifier, revision, body) VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (type, identifier) DO UPDATE SET revision = EXCLUDED.revision, body = EXCLUDED.body",
-                            (change.resource.type, change.resource.identifier, change.revision, body))
-                    else:
-                        cur.execute("DELETE FROM stackmesh_resources WHERE type = %s AND identifier = %s",
-                                    (change.resource.type, change.resource.identifier))
-                    cur.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (%s, %s, %s)",
-                                (change.revision, change.op, body))
-                if changes:
-                    last = changes[-1].revision
-                    if last % 1000 < len(changes):
-                        cur.execute("DELETE FROM stackmesh_changes WHERE revision <= %s", (last - self.keep_changes,))
-                    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
-            self._writer.execute("COMMIT")
-        except BaseException:
-            self._writer.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            self._check_open()  # never reconnect here: the batch belongs to the transaction begin() opened
+            try:
+                with self._writer.cursor() as cur:
+                    for change in changes:
+                        body = change.resource.SerializeToString()
+                        if change.op == OP_PUT:
+                            cur.execute(
+                                "INSERT INTO stackmesh_resources (type, identifier, revision, body) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT (type, identifier) DO UPDATE SET revision = EXCLUDED.revision, body = EXCLUDED.body",
+                                (change.resource.type, change.resource.identifier, change.revision, body))
+                        else:
+                            cur.execute("DELETE FROM stackmesh_resources WHERE type = %s AND identifier = %s",
+                                        (change.resource.type, change.resource.identifier))
+                        cur.execute("INSERT INTO stackmesh_changes (revision, op, body) VALUES (%s, %s, %s)",
+                                    (change.revision, change.op, body))
+                    if changes:
+                        last = changes[-1].revision
+                        if last % 1000 < len(changes):
+                            cur.execute("DELETE FROM stackmesh_changes WHERE revision <= %s", (last - self.keep_changes,))
+                        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
 
     def changes_since(self, revision: int) -> list[Change] | None:
         with self._read_lock:
