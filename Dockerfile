@@ -3,13 +3,15 @@
 #   service              EXTRAS          image (as deploy/docker-compose.yml names it)
 #   registry, gateway,   (none)          stackmesh-core        (no torch, no model libraries)
 #     scoring, eval
-#   inference            inference       stackmesh-inference   (torch CPU, sentence-transformers, llama.cpp, models)
+#   inference,           inference,      stackmesh-inference   (torch CPU, sentence-transformers, llama.cpp, models;
+#     post_training      post_training                          transformers + peft: post_training's inline::huggingface
+#                                                               trains, inference's inline::transformers serves)
 #   safety               (none) *        stackmesh-safety      (* EXTRA_NO_DEPS="semgrep==1.100.0 codeshield==1.0.1")
 #   vector_io            vector_io       stackmesh-vector-io
 #   datasetio            datasetio       stackmesh-datasetio   (pandas, pyarrow)
 #   tool_runtime         tool_runtime    stackmesh-tool-runtime
 #
-#   docker build --build-arg EXTRAS=inference -t stackmesh-inference .
+#   docker build --build-arg EXTRAS=inference,post_training -t stackmesh-inference .
 #   docker build --build-arg EXTRA_NO_DEPS="semgrep==1.100.0 codeshield==1.0.1" -t stackmesh-safety .
 #
 # Every container runs `stackmesh serve <service> ...` (the ENTRYPOINT is `stackmesh serve`) as an
@@ -22,7 +24,7 @@
 #
 # Wheels. `docker build` has no package index here either, so the builder installs from a wheelhouse
 # built on the host into .wheels/wheelhouse/ (scripts/deploy_test.sh does it:
-# `pip wheel -w .wheels/wheelhouse --find-links .wheels torch==2.13.0 ".[build,inference,vector_io,tool_runtime,datasetio]"`
+# `pip wheel -w .wheels/wheelhouse --find-links .wheels torch==2.13.0 ".[build,inference,vector_io,tool_runtime,datasetio,post_training]"`
 # and `pip wheel --no-deps -w .wheels/wheelhouse semgrep==1.100.0 codeshield==1.0.1`;
 # llama-cpp-python comes from .wheels/, built once with CMAKE_ARGS=-DGGML_NATIVE=OFF). Where an index is
 # reachable the wheelhouse may be absent or partial:

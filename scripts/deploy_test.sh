@@ -278,7 +278,7 @@ wheelhouse() {
     local house=$ROOT/.wheels/wheelhouse stamp key
     # What goes in: the extras of every image, and the safety image's --no-deps packages (the
     # Dockerfile's EXTRA_NO_DEPS). Part of the stamp: a change to these lists rebuilds the wheelhouse.
-    local extras="build,inference,vector_io,tool_runtime,datasetio"
+    local extras="build,inference,vector_io,tool_runtime,datasetio,post_training"
     local no_deps=("semgrep==1.100.0" "codeshield==1.0.1")
     key=$( { cat pyproject.toml; ls .wheels/*.whl 2>/dev/null; echo "$extras ${no_deps[*]}"; } | sha256sum | cut -c1-16)
     stamp=$house/.stamp-$key
@@ -305,7 +305,7 @@ select_services() {
     # The other APIs need their service implementations (services/<api>/app.py).
     SERVICES=(postgres registry inference gateway)
     local api
-    for api in vector_io tool_runtime safety datasetio scoring eval; do
+    for api in vector_io tool_runtime safety datasetio scoring eval post_training; do
         if [[ -f services/$api/app.py ]]; then
             SERVICES+=("${api//_/-}")
         else
@@ -316,7 +316,8 @@ select_services() {
 }
 
 build_images() {
-    local builds=(registry inference) s   # gateway, scoring and eval share registry's image (stackmesh-core)
+    local builds=(registry inference) s   # gateway, scoring and eval share registry's image (stackmesh-core),
+    #                                       post-training inference's (stackmesh-inference)
     for s in "${SERVICES[@]}"; do
         [[ $s == vector-io || $s == tool-runtime || $s == safety || $s == datasetio ]] && builds+=("$s")
     done

@@ -3,7 +3,8 @@
 - deploy/docker-compose.yml: `docker-compose config -q` when the binary is there, and always a
   structural check of what a user relies on (every service, gRPC health checks through
   stackmesh.probe, depends_on service_healthy, nothing that breaks --scale, volumes for state);
-- deploy/compose.run.yaml (and its Kubernetes twin) loads with the real config loader;
+- deploy/compose.run.yaml (and its Kubernetes twin) loads with the real config loader, and the folder
+  post_training writes tuned models to is, at the same path, in a volume inference mounts;
 - deploy/k8s: every manifest parses; each Deployment has native gRPC readiness/liveness probes on its
   port and resource requests; a Service per Deployment (headless for the ones clients balance
   over); the HPA targets inference; `kubectl kustomize` renders when kubectl is there;
@@ -41,21 +42,27 @@ K8S = DEPLOY / "k8s"
 STACKMESH_SERVICES = {
     "registry": ("registry", 50052, "", "stackmesh-core"),
     "gateway": ("gateway", 50051, "", "stackmesh-core"),
-    "inference": ("inference", 50053, "inference", "stackmesh-inference"),
+    "inference": ("inference", 50053, "inference,post_training", "stackmesh-inference"),  # + inline::transformers
     "safety": ("safety", 50054, "", "stackmesh-safety"),  # + EXTRA_NO_DEPS (CodeShield, semgrep)
     "vector-io": ("vector_io", 50055, "vector_io", "stackmesh-vector-io"),
     "datasetio": ("datasetio", 50056, "datasetio", "stackmesh-datasetio"),
     "scoring": ("scoring", 50057, "", "stackmesh-core"),
     "eval": ("eval", 50058, "", "stackmesh-core"),
+    # the inference image: the llama-cpp provider's GGUF to convert, the transformers/peft that serve the result
+    "post-training": ("post_training", 50059, "inference,post_training", "stackmesh-inference"),
     "tool-runtime": ("tool_runtime", 50060, "tool_runtime", "stackmesh-tool-runtime"),
 }
 # Services the gateway or other services call: clients balance over their replicas.
-BALANCED = {"registry", "inference", "safety", "vector-io", "datasetio", "scoring", "eval", "tool-runtime"}
+BALANCED = {"registry", "inference", "safety", "vector-io", "datasetio", "scoring", "eval", "post-training",
+            "tool-runtime"}
 # Services whose state is a SQLite file in /data: one pod on Kubernetes (a ReadWriteOnce claim).
 SINGLE_POD = {"vector-io", "datasetio", "eval"}
-# The APIs added with safety, datasetio, scoring and eval: the compose run config carries the same
-# providers as deploy/run.yaml.
-NEW_APIS = ("safety", "datasetio", "scoring", "eval")
+# The APIs added with safety, datasetio, scoring, eval and post_training: the compose run config
+# carries the same providers as deploy/run.yaml.
+NEW_APIS = ("safety", "datasetio", "scoring", "eval", "post_training")
+# Where post_training's files are in the containers' run config: the provider's data dir (jobs
+# database, bases/, jobs/<id>/adapter) in post-training's volume.
+POST_TRAINING_DIR = pathlib.Path("/data/post_training/post_training")
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +151,7 @@ def test_compose_start_order_waits_on_health(compose: dict[str, Any]) -> None:
         "datasetio": {"registry"},
         "scoring": {"registry", "inference"},         # judge models
         "eval": {"registry", "inference", "datasetio", "scoring"},
+        "post-training": {"registry", "inference", "datasetio"},  # serves the tuned models; training rows
         "gateway": {"registry", "inference"},
     }
     for name, deps in expected.items():
@@ -184,7 +192,8 @@ def test_compose_keeps_state_in_named_volumes(compose: dict[str, Any]) -> None:
     # datasetio's appended rows and eval's jobs are SQLite files in /data, each in a volume of its own.
     assert mounted("datasetio")["/data"] == "datasetio-data"
     assert mounted("eval")["/data"] == "eval-data"
-    for name in ("datasetio", "eval"):
+    assert mounted("post-training")["/data"] == "post-training-data"
+    for name in ("datasetio", "eval", "post-training"):
         assert services[name]["environment"]["STACKMESH_DATA_DIR"] == "/data", name
     # file:// datasets are read inside the datasetio container: /datasets, a named volume unless
     # STACKMESH_DATASETS names a host folder.
@@ -232,7 +241,8 @@ def compose_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("STACKMESH_DATA_DIR", "/data")
     for key in ("VLLM_URL", "CHROMADB_URL"):
         monkeypatch.delenv(key, raising=False)
-    for name in ("REGISTRY", "INFERENCE", "SAFETY", "VECTOR_IO", "DATASETIO", "SCORING", "EVAL", "TOOL_RUNTIME"):
+    for name in ("REGISTRY", "INFERENCE", "SAFETY", "VECTOR_IO", "DATASETIO", "SCORING", "EVAL", "POST_TRAINING",
+                 "TOOL_RUNTIME"):
         monkeypatch.delenv(f"STACKMESH_{name}_TARGET", raising=False)
     return env
 
@@ -249,7 +259,7 @@ def test_compose_run_config_loads(compose_env: dict[str, str], compose: dict[str
         assert config.mesh.port_of(process) == port
         assert name in services
     inference = [p.provider_id for p in config.providers["inference"]]
-    assert inference == ["llama-cpp", "sentence-transformers"]  # vllm only with VLLM_URL
+    assert inference == ["llama-cpp", "sentence-transformers", "transformers"]  # vllm only with VLLM_URL
     storage = config.storage or {}
     store = storage["stores"]["metadata"]["backend"]
     assert store == "kv_postgres"
@@ -272,8 +282,9 @@ def test_compose_run_config_adds_the_llamacpp_server_as_vllm(compose_env: dict[s
 
 @pytest.mark.parametrize("path", [DEPLOY / "compose.run.yaml", K8S / "run.yaml"], ids=["compose", "k8s"])
 def test_run_config_serves_every_api_like_the_local_one(compose_env: dict[str, str], path: pathlib.Path) -> None:
-    """The containers' config has deploy/run.yaml's safety, datasetio, scoring and eval providers,
-    every API is served, and the SQLite files of datasetio and eval land in /data (their volumes)."""
+    """The containers' config has deploy/run.yaml's safety, datasetio, scoring, eval and post_training
+    providers (and its inline::transformers), every API is served, and the files of datasetio, eval and
+    post_training land in /data (their volumes), each in a folder of its own."""
     from services.common.storage import data_dir
 
     config = load_config(path)
@@ -284,12 +295,46 @@ def test_run_config_serves_every_api_like_the_local_one(compose_env: dict[str, s
         mine = [(p.provider_id, p.provider_type, p.config) for p in config.providers[api]]
         theirs = [(p.provider_id, p.provider_type, p.config) for p in local.providers[api]]
         assert mine == theirs, api
+    def transformers(stack: Any) -> list[tuple[str, Any]]:
+        return [(p.provider_id, p.config) for p in stack.providers["inference"] if p.provider_type == "inline::transformers"]
+    assert transformers(config) == transformers(local) and len(transformers(config)) == 1
     folders = {}
-    for api in ("datasetio", "eval"):
+    for api in ("datasetio", "eval", "post_training"):
         (provider,) = config.providers[api]
         folders[api] = data_dir(config, provider.provider_id, api=api, kvstore=provider.config.get("kvstore"))
         assert folders[api].parent.parent == pathlib.Path("/data"), (api, folders[api])
-    assert folders["datasetio"] != folders["eval"]
+    assert len(set(folders.values())) == len(folders), folders
+    assert folders["post_training"] == POST_TRAINING_DIR
+    # Finished jobs register their model on the inline::transformers provider of inference.
+    (trainer,) = config.providers["post_training"]
+    assert trainer.config["inference_provider_id"] == transformers(config)[0][0]
+
+
+def _mount_of(mounts: dict[str, tuple[str, bool]], path: pathlib.Path) -> tuple[str, str, bool]:
+    """(mount path, volume, read-only) of the mount that holds ``path``: the longest prefix."""
+    holding = [m for m in mounts if path == pathlib.Path(m) or pathlib.Path(m) in path.parents]
+    assert holding, f"{path} is in no volume: {mounts}"
+    best = max(holding, key=len)
+    return (best, *mounts[best])
+
+
+def test_compose_inference_reads_what_post_training_writes(compose: dict[str, Any]) -> None:
+    """A tuned model is registered with the absolute paths of its base and adapter folders in
+    post_training's data dir: inference must see that same volume at the same path (read-only)."""
+    def mounts(name: str) -> dict[str, tuple[str, bool]]:
+        found = {}
+        for volume in compose["services"][name]["volumes"]:
+            source, target, *options = _defaults(volume).split(":")
+            found[target] = (source, "ro" in options)
+        return found
+    trainer = _mount_of(mounts("post-training"), POST_TRAINING_DIR)
+    server = _mount_of(mounts("inference"), POST_TRAINING_DIR)
+    assert trainer == ("/data", "post-training-data", False)
+    assert server == ("/data", "post-training-data", True)
+    # Any other service mounting that volume would fight over the jobs database.
+    users = {name for name, s in compose["services"].items()
+             if any(_defaults(v).split(":")[0] == "post-training-data" for v in s.get("volumes", []))}
+    assert users == {"post-training", "inference"}
 
 
 def test_k8s_run_config_equals_the_compose_one() -> None:
@@ -383,7 +428,40 @@ def test_k8s_sqlite_services_run_one_pod_on_a_claim(manifests: list[dict[str, An
         pod = deployments[name]["spec"]["template"]["spec"]
         assert not any("persistentVolumeClaim" in v for v in pod["volumes"]), name
     hpas = {h["spec"]["scaleTargetRef"]["name"] for h in _of_kind(manifests, "HorizontalPodAutoscaler").values()}
-    assert not hpas & SINGLE_POD
+    assert not hpas & (SINGLE_POD | {"post-training"})
+
+
+def _pod_mounts(deployment: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """mount path -> (claim, read-only) of a Deployment's PVC mounts."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    return {m["mountPath"]: (claims[m["name"]]["claimName"], bool(m.get("readOnly")))
+            for m in container["volumeMounts"] if m["name"] in claims}
+
+
+def _inference_patch(kustomization: dict[str, Any]) -> dict[str, Any]:
+    (patch,) = [p for p in kustomization.get("patches", [])
+                if p.get("target") == {"kind": "Deployment", "name": "inference"}]
+    return yaml.safe_load(patch["patch"])
+
+
+def test_k8s_inference_reads_what_post_training_writes(manifests: list[dict[str, Any]],
+                                                        kustomization: dict[str, Any]) -> None:
+    """post-training: one pod (Recreate, its jobs database is SQLite) on a ReadWriteMany claim that every
+    inference pod mounts read-only at the same path (the kustomization's patch on inference)."""
+    deployments = _of_kind(manifests, "Deployment")
+    spec = deployments["post-training"]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    (container,) = spec["template"]["spec"]["containers"]
+    assert {"name": "STACKMESH_DATA_DIR", "value": "/data"} in container["env"]
+    trainer = _mount_of(_pod_mounts(deployments["post-training"]), POST_TRAINING_DIR)
+    assert trainer == ("/data", "post-training-data", False)
+    claim = _of_kind(manifests, "PersistentVolumeClaim")["post-training-data"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # inference pods on any node
+    assert _pod_mounts(deployments["inference"]) == {}  # inference.yaml itself: the patch adds the claim
+    server = _mount_of(_pod_mounts(_inference_patch(kustomization)), POST_TRAINING_DIR)
+    assert server == ("/data", "post-training-data", True)
 
 
 def test_k8s_hpa_targets_inference(manifests: list[dict[str, Any]]) -> None:
@@ -412,8 +490,11 @@ def test_k8s_config_and_secrets(manifests: list[dict[str, Any]], kustomization: 
 def test_kustomize_renders() -> None:
     result = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout) if d]
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = [d["kind"] for d in docs]
     assert kinds.count("Deployment") == len(STACKMESH_SERVICES) and "HorizontalPodAutoscaler" in kinds
+    inference = _of_kind(docs, "Deployment")["inference"]  # the patch applied: post_training's files, read-only
+    assert _mount_of(_pod_mounts(inference), POST_TRAINING_DIR) == ("/data", "post-training-data", True)
 
 
 # --- stackmesh.probe -------------------------------------------------------------------------------
