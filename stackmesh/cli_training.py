@@ -32,7 +32,8 @@ def _follow(sm: Any, job_id: str) -> Any:
 
     return follow(sm.watch_training(job_id), lambda job: (job.step, job.total_steps),
                   lambda job: f"steps {TRAINING_JOB_STATES.get(job.state, '?')}"
-                              + (f" loss {job.loss:.4f}" if job.loss_curve else ""))
+                              + (f" loss {job.loss:.4f}" if job.loss_curve else ""),
+                  lambda job: job.eta_seconds)  # from the step times, not the base conversion before them
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
