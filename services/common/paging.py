@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from services.common.errors import InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "page_size", "encode_token", "decode_token"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "page_size", "encode_token", "decode_token",
+           "page_across_providers"]
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10000
@@ -29,3 +34,39 @@ def decode_token(token: str) -> str:
         return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
         raise InvalidArgument("page_token is not one this server issued; pass next_page_token unchanged") from None
+
+
+_FOREIGN_TOKEN = "page_token is not one this server issued; pass next_page_token unchanged"
+
+
+async def page_across_providers(providers: Mapping[str, Any], requested_size: int, token: str,
+                                fetch: Callable[[Any, str, int], Awaitable[tuple[list[T], str]]]) -> tuple[list[T], str]:
+    """One page of a list that spans providers: providers in id order, each paged by its own cursor
+    (``fetch(provider, cursor, limit) -> (items, next_cursor)``); one page may span two providers.
+    The token carries the provider id and that provider's cursor."""
+    limit = page_size(requested_size)
+    order = sorted(providers)
+    provider_id, cursor = (order[0] if order else ""), ""
+    if token:
+        try:
+            decoded = json.loads(decode_token(token))
+        except ValueError:
+            raise InvalidArgument(_FOREIGN_TOKEN, reason="BAD_PAGE_TOKEN") from None
+        if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
+            raise InvalidArgument(_FOREIGN_TOKEN, reason="BAD_PAGE_TOKEN")
+        provider_id, cursor = decoded
+        if provider_id not in providers:
+            raise InvalidArgument(f"page_token names provider {provider_id!r}, which this service does not run; "
+                                  "start again without a token", reason="BAD_PAGE_TOKEN")
+    out: list[T] = []
+    for index in range(order.index(provider_id) if order else 0, len(order)):
+        provider_id = order[index]
+        items, cursor = await fetch(providers[provider_id], cursor, limit - len(out))
+        out.extend(items)
+        if cursor:
+            return out, encode_token(json.dumps([provider_id, cursor]))
+        cursor = ""
+        if len(out) >= limit:
+            following = order[index + 1:]
+            return out, encode_token(json.dumps([following[0], ""])) if following else ""
+    return out, ""

@@ -8,11 +8,10 @@ provider in turn; with one eval provider per service, as usual, that is one stor
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, AsyncIterator
 
 from services.common.errors import InvalidArgument, NotFound
-from services.common.paging import decode_token, encode_token, page_size
+from services.common.paging import page_across_providers
 from services.eval.providers.base import (Candidate, EvalProvider, EvalResult, JobInfo, JobResult, RunSpec,
                                           job_not_found)
 from services.eval.router import EvalRouter
@@ -89,27 +88,6 @@ class EvalCore:
 
     async def list_jobs(self, benchmark_id: str, requested_size: int, token: str) -> tuple[list[JobInfo], str]:
         """Newest first within each provider; providers in id order (one page may span two)."""
-        limit = page_size(requested_size)
-        order = sorted(self.providers)
-        provider_id, cursor = order[0] if order else "", ""
-        if token:
-            try:
-                provider_id, cursor = json.loads(decode_token(token))
-            except (ValueError, TypeError):
-                raise InvalidArgument("page_token is not one this server issued; pass next_page_token unchanged",
-                                      reason="BAD_PAGE_TOKEN") from None
-            if provider_id not in self.providers:
-                raise InvalidArgument("page_token names an eval provider this service does not run; start again "
-                                      "without a token", reason="BAD_PAGE_TOKEN")
-        out: list[JobInfo] = []
-        for index in range(order.index(provider_id) if order else 0, len(order)):
-            provider_id = order[index]
-            jobs, cursor = await self.providers[provider_id].list_jobs(benchmark_id, cursor, limit - len(out))
-            out.extend(jobs)
-            if cursor:
-                return out, encode_token(json.dumps([provider_id, cursor]))
-            cursor = ""
-            if len(out) >= limit:
-                following = order[index + 1:]
-                return out, encode_token(json.dumps([following[0], ""])) if following else ""
-        return out, ""
+        return await page_across_providers(
+            self.providers, requested_size, token,
+            lambda provider, cursor, limit: provider.list_jobs(benchmark_id, cursor, limit))

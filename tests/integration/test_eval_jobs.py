@@ -276,6 +276,29 @@ async def test_evaluate_rows_generates_and_scores_now(tmp_path):
         await provider.shutdown()
 
 
+async def test_evaluate_rows_stops_generating_once_one_row_fails(tmp_path):
+    downstream = ScriptedDownstream(rows=ROWS * 10, hold_from=1)  # every row but the first waits
+    failing = downstream.generate
+
+    async def generate(candidate, messages, timeout=None):
+        if messages[-1]["content"].endswith(" 0"):
+            await asyncio.sleep(0.05)
+            raise FailedPrecondition("inference refused row 0")
+        return await failing(candidate, messages, timeout)
+
+    downstream.generate = generate
+    provider = await open_provider(tmp_path, downstream)
+    try:
+        with pytest.raises(FailedPrecondition, match="inference refused row 0"):
+            await provider.evaluate_rows(SPEC, ROWS * 10, timeout=10)
+        downstream.go.set()  # the held rows could go on now, if anything still ran them
+        await asyncio.sleep(0.2)
+        assert sum(downstream.generated.values()) == 0  # nothing generated after the failure
+        assert sum(downstream.started.values()) <= 2  # generation_concurrency 2: at most one more had begun
+    finally:
+        await provider.shutdown()
+
+
 async def test_a_service_that_is_down_is_named_in_the_error():
     port = free_port()  # nothing listens there
     mesh = MeshClient(MeshConfig(services={"scoring": {"target": f"127.0.0.1:{port}"}}))

@@ -210,7 +210,14 @@ class MetaReferenceEvalProvider(EvalProvider):
             async with gate:
                 return await generate_row(self.downstream, spec.candidate, row, index, timeout=left())
 
-        scored = await asyncio.gather(*(one(i, row) for i, row in enumerate(rows)))
+        tasks = [asyncio.ensure_future(one(i, row)) for i, row in enumerate(rows)]
+        try:
+            scored = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one row failed: the caller has its answer, stop generating the others
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         scores = await self.downstream.score(scored, list(spec.benchmark.scoring_functions), spec.scoring_params,
                                              timeout=left())
         return EvalResult([{"generated_answer": r["generated_answer"]} for r in scored], scores)
