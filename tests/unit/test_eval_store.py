@@ -114,8 +114,9 @@ def test_heartbeat_renews_only_listed_jobs_and_release_hands_over(store):
     assert beats == {"j1": 150.0, "j2": 100.5}
     store.cancel("j1", "cancelled by request", 151.0)
     assert store.heartbeat(A, ["j1", "j2"], 152.0) == {"j2"}  # the runner of j1 learns it is gone
-    store.release(A, ["j2"])
-    assert store.active() == [("j2", None, None, 0)]  # a graceful hand-over is not a failed attempt
+    store.create("j3", SPEC, "another-replica", 153.0)
+    assert store.release(A) == ["j2"]  # every active job A holds, nobody else's
+    assert sorted(store.active()) == [("j2", None, None, 0), ("j3", "another-replica", 153.0, 1)]
 
 
 def test_pages_newest_first(store):

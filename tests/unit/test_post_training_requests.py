@@ -9,6 +9,7 @@ worker starts) run for real. Two stand-ins, named as such: ``IndexCache`` resolv
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 
@@ -163,6 +164,18 @@ async def test_ids_already_taken_are_refused(core):
         await core.supervised_fine_tune(request(job_id="mine"))
     with pytest.raises(AlreadyExists, match="output_model 'fresh' will be registered by job 'mine'"):
         await core.supervised_fine_tune(request(output_model="fresh"))
+
+
+async def test_two_requests_racing_for_one_output_model_cannot_both_be_queued(core):
+    outcomes = await asyncio.gather(*(core.supervised_fine_tune(request(output_model="contested"))
+                                      for _ in range(4)), return_exceptions=True)
+    queued = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(queued) == 1, outcomes
+    assert all(isinstance(o, AlreadyExists) and o.reason == "OUTPUT_MODEL_RESERVED" for o in refused), refused
+    assert all(f"will be registered by job '{queued[0].job_id}'" in str(o) for o in refused)
+    await core.cancel_job(queued[0].job_id)  # a cancelled job frees the id
+    await core.supervised_fine_tune(request(output_model="contested"))
 
 
 async def test_bad_values_and_limits_are_invalid_and_memory_is_exhausted(core):

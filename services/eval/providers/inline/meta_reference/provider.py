@@ -85,15 +85,14 @@ class MetaReferenceEvalProvider(EvalProvider):
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
-        mine = sorted(self._mine)  # read first: a task that ends forgets its job
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._store is not None:
-            if mine:  # graceful stop: hand the jobs over now instead of after the lease
-                await self._db("release", self.holder, mine)
-                log.info("released eval jobs for adoption jobs=%s", ",".join(mine))
+            released = await self._db("release", self.holder)
+            if released:  # graceful stop: hand the jobs over now instead of after the lease
+                log.info("released eval jobs for adoption jobs=%s", ",".join(released))
             await self._db("close")
             self._store = None
         if self._thread is not None:

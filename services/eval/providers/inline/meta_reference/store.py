@@ -194,9 +194,13 @@ class JobStore:
                 f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE} AND job_id IN ({marks})", (holder, *part))}
         return held
 
-    def release(self, holder: str, job_ids: Iterable[str]) -> None:
-        """Give claims up (graceful stop): the next replica to look adopts them at once."""
-        for job_id in job_ids:
-            # A graceful hand-over is not a failed attempt: only crashes count towards max_attempts.
+    def release(self, holder: str) -> list[str]:
+        """Give up every claim ``holder`` has (a graceful stop): the next replica to look adopts them
+        at once. Not a failed attempt: only crashes count towards max_attempts. This also frees a job
+        that a stop interrupted between claiming it and launching it."""
+        released = [row[0] for row in self.conn.execute(
+            f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE}", (holder,))]
+        for job_id in released:
             self._write(f"UPDATE jobs SET holder = NULL, heartbeat = NULL, attempts = MAX(attempts - 1, 0) "
                         f"WHERE job_id = ? AND holder = ? AND {_ACTIVE}", (job_id, holder))
+        return released

@@ -18,6 +18,8 @@ import time
 import uuid
 from typing import Any
 
+STALE_TMP_SECONDS = 600.0
+
 __all__ = ["Position", "save_checkpoint", "latest_checkpoint", "load_training_state", "prune", "checkpoint_name"]
 
 
@@ -89,12 +91,20 @@ def load_training_state(path: pathlib.Path, optimizer: Any, scheduler: Any) -> N
 
 
 def prune(folder: pathlib.Path, keep: int) -> list[pathlib.Path]:
-    """Delete all but the newest ``keep`` checkpoints (and leftovers of interrupted saves);
-    returns the deleted checkpoint folders."""
+    """Delete all but the newest ``keep`` checkpoints (and leftovers of saves interrupted more than
+    ``STALE_TMP_SECONDS`` ago); returns the deleted checkpoint folders."""
     complete = sorted((p for p in folder.glob("step-*") if _position(p) is not None), key=lambda p: p.name)
     removed = complete[:-keep] if keep > 0 else complete
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
+    now = time.time()
     for leftover in folder.glob(".tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            idle = now - leftover.stat().st_mtime
+        except OSError:
+            continue
+        # A save being written right now (by a worker of this job that another replica has not
+        # stopped yet) is left alone; only what a killed worker left behind is old.
+        if idle > STALE_TMP_SECONDS:
+            shutil.rmtree(leftover, ignore_errors=True)
     return removed

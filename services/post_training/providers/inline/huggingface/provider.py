@@ -40,7 +40,7 @@ from services.post_training.providers.inline.huggingface.config import HuggingFa
 from services.post_training.providers.inline.huggingface.limits import check_limits
 from services.post_training.providers.inline.huggingface.runner import JobRun
 from services.post_training.providers.inline.huggingface.shapes import shape_of
-from services.post_training.providers.inline.huggingface.store import JobStore
+from services.post_training.providers.inline.huggingface.store import JobStore, output_model_reserved
 from stackmesh.registry.v1 import registry_pb2_grpc
 
 __all__ = ["HuggingFacePostTrainingProvider"]
@@ -97,9 +97,9 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
             current[1].cancel()  # kills the worker; the checkpoint stays for the next holder
             await asyncio.gather(current[1], return_exceptions=True)
         if self._store is not None:
-            if current is not None:
-                await self._db("release", self.holder, [current[0]])
-                log.info("released post-training job for resumption job=%s", current[0])
+            released = await self._db("release", self.holder)
+            if released:  # graceful stop: the next start (or another replica) resumes them at once
+                log.info("released post-training jobs for resumption jobs=%s", ",".join(released))
             await self._db("close")
             self._store = None
         if self._thread is not None:
@@ -208,8 +208,7 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
         if spec.output_model:
             other = await self._db("active_with_output", spec.output_model)
             if other:
-                raise AlreadyExists(f"output_model '{spec.output_model}' will be registered by job '{other}', which "
-                                    f"is still running; choose another id", reason="OUTPUT_MODEL_RESERVED",
+                raise AlreadyExists(output_model_reserved(spec.output_model, other), reason="OUTPUT_MODEL_RESERVED",
                                     metadata={"output_model": spec.output_model, "job_id": other})
         queued = await self._db("queued")
         if queued >= c.max_queued_jobs:

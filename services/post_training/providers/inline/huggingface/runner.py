@@ -40,6 +40,7 @@ WORKER_MODULE = "services.post_training.providers.inline.huggingface.worker"
 _ROOT = pathlib.Path(services.__file__).resolve().parent.parent
 Store = Callable[..., Awaitable[Any]]
 _REGISTER_ATTEMPTS = 6  # the registry down for about a minute (1+2+4+8+16 s) before the job fails
+_EXIT_GRACE_SECONDS = 60.0  # after its output ends, how long the worker may take to exit
 
 
 def worker_env(parent: int | None = None, omp_wait_policy: str = "PASSIVE") -> dict[str, str]:
@@ -151,11 +152,10 @@ class JobRun:
             point = LossPoint(int(event["step"]), int(event["epoch"]), float(event["loss"]))
             await self._write("log_step", point, self._total, self._eta(point.step))
         elif kind == "validation":
-            await self.store("log_validation", self.job_id, int(event["step"]), int(event["epoch"]),
-                             float(event["loss"]))
+            await self._write("log_validation", int(event["step"]), int(event["epoch"]), float(event["loss"]))
         elif kind == "checkpoint":
             checkpoint = CheckpointInfo("", int(event["epoch"]), int(event["step"]), str(event["path"]), time.time())
-            await self.store("add_checkpoint", self.job_id, checkpoint, list(event.get("removed") or []))
+            await self._write("add_checkpoint", checkpoint, list(event.get("removed") or []))
         elif kind in ("done", "error"):
             outcome[kind] = event
 
@@ -175,7 +175,12 @@ class JobRun:
                 await self._event(event, outcome)
         finally:
             transport.close()
-        outcome["returncode"] = await asyncio.to_thread(process.wait)
+        try:
+            outcome["returncode"] = await asyncio.to_thread(process.wait, _EXIT_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:  # its output ended but it hangs (say, in native teardown)
+            outcome["hung"] = True
+            await self._stop_worker()
+            outcome["returncode"] = process.returncode
         return outcome
 
     def _log_tail(self, lines: int = 5) -> str:
@@ -213,6 +218,9 @@ class JobRun:
             code = outcome.get("returncode")
             if error is not None:
                 reason = f"training failed: {error.get('message', '')}"
+            elif outcome.get("hung"):
+                reason = (f"the training worker closed its output without finishing and did not exit within "
+                          f"{_EXIT_GRACE_SECONDS:.0f} s; it was stopped: {self._log_tail()}")
             elif code is not None and code < 0:
                 name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
                 reason = (f"the training worker was killed by {name}" +

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from services.common.errors import AlreadyExists
 from services.post_training.providers.base import CheckpointInfo, JobInfo, JobState, LossPoint, TrainingSpec
 
-__all__ = ["JobStore", "Claimable"]
+__all__ = ["JobStore", "Claimable", "output_model_reserved"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+-- one active job per output model: two requests racing for one id cannot both train
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_active_output ON jobs (output_model)
+    WHERE output_model != '' AND state IN ('scheduled', 'in_progress');
 CREATE TABLE IF NOT EXISTS loss_points (
     job_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL NOT NULL, validation_loss REAL,
     PRIMARY KEY (job_id, step)
@@ -53,6 +56,11 @@ _COLUMNS = ("job_id, state, model, output_model, step, total_steps, epoch, loss,
 _ACTIVE = "state IN ('scheduled', 'in_progress')"
 _MINE = f"job_id = ? AND holder = ? AND {_ACTIVE}"
 Claimable = tuple[str, str, "str | None", "float | None", int]  # job_id, state, holder, heartbeat, attempts
+
+
+def output_model_reserved(output_model: str, job_id: str) -> str:
+    return (f"output_model '{output_model}' will be registered by job '{job_id}', which is still running; "
+            "choose another id")
 
 
 class JobStore:
@@ -128,7 +136,11 @@ class JobStore:
                         "base_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (job_id, JobState.SCHEDULED, spec.model, spec.output_model, json.dumps(spec.to_json()),
                          json.dumps(spec.config), total_steps, now, base_path))
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError as err:
+            if "output_model" in str(err):
+                other = self.active_with_output(spec.output_model) or "another job"
+                raise AlreadyExists(output_model_reserved(spec.output_model, other), reason="OUTPUT_MODEL_RESERVED",
+                                    metadata={"output_model": spec.output_model, "job_id": other}) from None
             raise AlreadyExists(f"job_id '{job_id}' is already used by a job; pick a new id", reason="JOB_EXISTS",
                                 metadata={"job_id": job_id}) from None
         info = self.get(job_id)
@@ -171,10 +183,27 @@ class JobStore:
             raise
         return self.get(job_id)
 
-    def log_validation(self, job_id: str, step: int, epoch: int, loss: float) -> None:
-        self._write("INSERT INTO loss_points (job_id, step, epoch, loss, validation_loss) VALUES (?, ?, ?, 0, ?) "
-                    "ON CONFLICT (job_id, step) DO UPDATE SET validation_loss = excluded.validation_loss",
-                    (job_id, step, epoch, loss))
+    def _while_mine(self, job_id: str, holder: str, *writes: tuple[str, Iterable[Any]]) -> JobInfo | None:
+        """Run ``writes`` in one transaction if ``holder`` still holds the job; None if it does not."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.conn.execute(f"SELECT 1 FROM jobs WHERE {_MINE}", (job_id, holder)).fetchone() is None:
+                self.conn.execute("ROLLBACK")
+                return None
+            for sql, args in writes:
+                self._write(sql, args)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return self.get(job_id)
+
+    def log_validation(self, job_id: str, holder: str, step: int, epoch: int, loss: float) -> JobInfo | None:
+        return self._while_mine(job_id, holder, (
+            "INSERT INTO loss_points (job_id, step, epoch, loss, validation_loss) VALUES (?, ?, ?, 0, ?) "
+            "ON CONFLICT (job_id, step) DO UPDATE SET validation_loss = excluded.validation_loss",
+            (job_id, step, epoch, loss)))
 
     def rewind(self, job_id: str, holder: str, step: int) -> JobInfo | None:
         """The worker continues from ``step``: later loss points will be logged again."""
@@ -184,12 +213,13 @@ class JobStore:
         self._write("DELETE FROM checkpoints WHERE job_id = ? AND step > ?", (job_id, step))
         return self.get(job_id)
 
-    def add_checkpoint(self, job_id: str, checkpoint: CheckpointInfo, removed: list[str]) -> None:
-        self._write("INSERT OR REPLACE INTO checkpoints (job_id, step, epoch, path, create_time) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (job_id, checkpoint.step, checkpoint.epoch, checkpoint.path, checkpoint.create_time))
-        for path in removed:
-            self._write("DELETE FROM checkpoints WHERE job_id = ? AND path = ?", (job_id, path))
+    def add_checkpoint(self, job_id: str, holder: str, checkpoint: CheckpointInfo,
+                       removed: list[str]) -> JobInfo | None:
+        return self._while_mine(
+            job_id, holder,
+            ("INSERT OR REPLACE INTO checkpoints (job_id, step, epoch, path, create_time) VALUES (?, ?, ?, ?, ?)",
+             (job_id, checkpoint.step, checkpoint.epoch, checkpoint.path, checkpoint.create_time)),
+            *(("DELETE FROM checkpoints WHERE job_id = ? AND path = ?", (job_id, path)) for path in removed))
 
     def finish(self, job_id: str, holder: str, state: str, now: float, *, error: str = "",
                registered_model: str = "") -> JobInfo | None:
@@ -217,8 +247,13 @@ class JobStore:
                 held.add(job_id)
         return held
 
-    def release(self, holder: str, job_ids: Iterable[str]) -> None:
-        """Give claims up at a graceful stop (not a crash: the attempt does not count)."""
-        for job_id in job_ids:
+    def release(self, holder: str) -> list[str]:
+        """Give up every claim ``holder`` has (a graceful stop): the next replica to look adopts them
+        at once. Not a failed attempt: only crashes count towards max_attempts. This also frees a job
+        that a stop interrupted between claiming it and launching it."""
+        released = [row[0] for row in self.conn.execute(
+            f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE}", (holder,))]
+        for job_id in released:
             self._write(f"UPDATE jobs SET holder = NULL, heartbeat = NULL, attempts = MAX(attempts - 1, 0) "
                         f"WHERE {_MINE}", (job_id, holder))
+        return released
