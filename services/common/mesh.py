@@ -10,15 +10,19 @@ start two jobs), DeleteJobArtifacts.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import time
+from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
 from services.common.config import MeshConfig
 from services.common.server import SERVER_OPTIONS
 
-__all__ = ["MeshClient", "channel_target", "make_channel", "NON_IDEMPOTENT_METHODS"]
+__all__ = ["MeshClient", "channel_target", "make_channel", "call_with_grace", "NON_IDEMPOTENT_METHODS"]
+
+T = TypeVar("T")
 
 NON_IDEMPOTENT_METHODS: list[tuple[str, str]] = [
     (f"stackmesh.registry.v1.{plural}Service", f"Unregister{name}")
@@ -52,6 +56,22 @@ _SERVICE_CONFIG = json.dumps({
         {"name": [{"service": s, "method": m} for s, m in NON_IDEMPOTENT_METHODS]},
     ],
 })
+
+
+async def call_with_grace(make: Callable[[], Awaitable[T]], grace_seconds: float) -> T:
+    """Call ``make()`` (an idempotent RPC), retrying UNAVAILABLE for ``grace_seconds`` beyond the
+    channel's own few quick retries: long jobs ride out a rolling restart of a peer this way; a
+    peer that stays down raises its last ``AioRpcError`` once the grace is spent."""
+    give_up = time.monotonic() + grace_seconds
+    backoff = 0.2
+    while True:
+        try:
+            return await make()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + backoff >= give_up:
+                raise
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 def channel_target(target: str) -> str:

@@ -10,15 +10,13 @@ that stays down fails it once the grace is spent.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 from google.protobuf import json_format
 
 from services.common.errors import StackmeshError
-from services.common.mesh import MeshClient
+from services.common.mesh import MeshClient, call_with_grace
 from services.common.protoutil import struct
 from services.eval.providers.base import Candidate
 from stackmesh.datasetio.v1 import datasetio_pb2, datasetio_pb2_grpc
@@ -75,17 +73,10 @@ class Downstream:
         return stub
 
     async def _call(self, service: str, make: Callable[[], Awaitable[T]]) -> T:
-        give_up = time.monotonic() + self.timeouts.unavailable_grace
-        backoff = 0.2
-        while True:
-            try:
-                return await make()
-            except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() + backoff < give_up:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                raise DownstreamError(service, err) from None
+        try:
+            return await call_with_grace(make, self.timeouts.unavailable_grace)
+        except grpc.aio.AioRpcError as err:
+            raise DownstreamError(service, err) from None
 
     # --- datasetio --------------------------------------------------------------------------
     async def iter_rows(self, dataset_id: str, start: int, stop: int | None,

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import json_format
 
 from services.common.errors import StackmeshError
-from services.common.mesh import MeshClient
+from services.common.mesh import MeshClient, call_with_grace
 from stackmesh.datasetio.v1 import datasetio_pb2, datasetio_pb2_grpc
 
 __all__ = ["DatasetReader", "DatasetIOError", "PAGE_ROWS"]
@@ -35,9 +35,13 @@ class DatasetIOError(StackmeshError):
 
 
 class DatasetReader:
-    def __init__(self, mesh: MeshClient, timeout: float = 60.0) -> None:
+    """``unavailable_grace`` (seconds): how long an UNAVAILABLE datasetio is retried; the job path
+    rides out a restart of datasetio, a request being checked answers at once."""
+
+    def __init__(self, mesh: MeshClient, timeout: float = 60.0, unavailable_grace: float = 0.0) -> None:
         self.mesh = mesh
         self.timeout = timeout
+        self.unavailable_grace = unavailable_grace
 
     def _stub(self) -> datasetio_pb2_grpc.DatasetIOServiceStub:
         return datasetio_pb2_grpc.DatasetIOServiceStub(self.mesh.channel("datasetio"))
@@ -45,7 +49,8 @@ class DatasetReader:
     async def _page(self, dataset_id: str, start: int, limit: int) -> datasetio_pb2.IterRowsResponse:
         request = datasetio_pb2.IterRowsRequest(dataset_id=dataset_id, start_index=start, limit=limit)
         try:
-            return await self._stub().IterRows(request, timeout=self.timeout)
+            return await call_with_grace(lambda: self._stub().IterRows(request, timeout=self.timeout),
+                                         self.unavailable_grace)
         except grpc.aio.AioRpcError as err:
             raise DatasetIOError(dataset_id, err) from None
 

@@ -52,6 +52,9 @@ class HuggingFacePostTrainingConfig(BaseModel):
     cancel_grace_seconds: float = Field(default=3.0, ge=0, description="After SIGTERM, how long a cancelled job's "
                                         "worker process gets before SIGKILL.")
     datasetio_timeout_seconds: float = Field(default=60.0, gt=0, description="Limit of one IterRows call.")
+    unavailable_grace_seconds: float = Field(default=30.0, ge=0, description="How long a job starting retries a "
+                                             "datasetio that is UNAVAILABLE before it fails naming it (rides out "
+                                             "a rolling restart of datasetio).")
     registry_timeout_seconds: float = Field(default=10.0, gt=0, description="Limit of the RegisterModel call that "
                                             "registers a completed job's output model.")
     # --- Llama Stack's HuggingFacePostTrainingConfig keys, accepted so its configs load

@@ -74,7 +74,7 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
             self.data = data_dir(stack, self.provider_id, api="post_training", persistence=self.config.persistence,
                                  kvstore=self.config.kvstore)
         self.mesh = mesh
-        self.reader = DatasetReader(mesh, self.config.datasetio_timeout_seconds)
+        self.reader = DatasetReader(mesh, self.config.datasetio_timeout_seconds, self.config.unavailable_grace_seconds)
 
     async def initialize(self) -> None:
         if self.config.device != "cpu" or self.config.distributed_backend:
