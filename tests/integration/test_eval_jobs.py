@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -248,6 +249,30 @@ async def test_a_job_that_keeps_crashing_its_service_is_failed_with_the_reason(t
     try:
         failed = await final(provider, "poison")
         assert failed.state == JobState.FAILED and "stopped while running this job 3 times" in failed.error
+    finally:
+        await provider.shutdown()
+
+
+async def test_a_job_whose_state_cannot_be_written_fails_naming_the_store_error(tmp_path):
+    provider = await open_provider(tmp_path, ScriptedDownstream(), max_attempts=2)
+    try:
+        store = provider._store
+        finish, failed_writes = store.finish, []
+
+        def broken(*args, **kwargs):
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def finish_after_two_failures(*args, **kwargs):  # the store recovers after the two attempts
+            if len(failed_writes) < 2:
+                failed_writes.append(args)
+                broken()
+            return finish(*args, **kwargs)
+
+        store.start, store.finish = broken, finish_after_two_failures  # each attempt fails to record itself
+        job = await provider.run_eval(SPEC)
+        failed = await final(provider, job.job_id)
+        assert failed.state == JobState.FAILED
+        assert "the last attempt failed with OperationalError: disk I/O error" in failed.error
     finally:
         await provider.shutdown()
 

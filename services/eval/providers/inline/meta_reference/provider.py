@@ -58,6 +58,7 @@ class MetaReferenceEvalProvider(EvalProvider):
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(config.max_running_jobs)
         self._mine: set[str] = set()  # jobs this replica holds (queued or running)
+        self._attempt_errors: dict[str, str] = {}  # job -> why its last attempt here could not even be recorded
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._watchers: dict[str, set[asyncio.Queue[JobInfo]]] = {}
         self._maintainer: asyncio.Task[None] | None = None
@@ -135,10 +136,13 @@ class MetaReferenceEvalProvider(EvalProvider):
                          self.config.generation_concurrency, self.config.dataset_page_rows)
             try:
                 await run.run()
-            except Exception:  # noqa: BLE001 - not even FAILED could be written (store down)
+            except Exception as err:  # noqa: BLE001 - not even FAILED could be written (store down)
                 # The claim lapses (this job is no longer heartbeated) and the next maintenance round
                 # adopts it again, counting an attempt: it ends resumed or FAILED, never stuck.
                 log.exception("eval job could not be recorded; it will be retried job=%s", job_id)
+                self._attempt_errors[job_id] = f"{type(err).__name__}: {err}"
+            else:
+                self._attempt_errors.pop(job_id, None)
 
     async def _maintain(self) -> None:
         while True:
@@ -171,9 +175,12 @@ class MetaReferenceEvalProvider(EvalProvider):
             if not await self._db("claim", job, self.holder, now):
                 continue  # another replica was quicker
             if attempts + 1 > self.config.max_attempts:
-                info = await self._db("fail_claimed", job_id, self.holder,
-                                      f"the eval service stopped while running this job {attempts} times "
-                                      f"(last holder {holder}); not resuming it again (max_attempts)", now)
+                reason = (f"the eval service stopped while running this job {attempts} times (last holder "
+                          f"{holder}); not resuming it again (max_attempts)")
+                if job_id in self._attempt_errors:  # it was not a crash but an error here: name it
+                    reason = (f"eval job attempted {attempts} times; the last attempt failed with "
+                              f"{self._attempt_errors.pop(job_id)}; not resuming it again (max_attempts)")
+                info = await self._db("fail_claimed", job_id, self.holder, reason, now)
                 if info is not None:
                     self._publish(info)
                 continue
