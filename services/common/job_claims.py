@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import uuid
+from typing import Any, Iterable
 
-__all__ = ["holder_id", "retire", "orphaned", "pid_alive"]
+__all__ = ["holder_id", "retire", "orphaned", "pid_alive", "ClaimedJobsTable", "ACTIVE", "MINE"]
+
+ACTIVE = "state IN ('scheduled', 'in_progress')"  # SQL: a job someone may hold
+MINE = f"job_id = ? AND holder = ? AND {ACTIVE}"  # SQL: still held by this holder (args: job_id, holder)
 
 _LIVE: set[str] = set()  # holders started by this process and still running
 
@@ -66,3 +71,46 @@ def orphaned(holder: str | None, heartbeat: float | None, now: float, lease: flo
     if theirs[1] == mine[1]:
         return holder not in _LIVE
     return not pid_alive(theirs[1])
+
+
+class ClaimedJobsTable:
+    """The claim operations on a SQLite ``jobs`` table with columns ``job_id``, ``state``
+    (``scheduled``, ``in_progress`` or terminal), ``holder``, ``heartbeat`` and ``attempts``,
+    shared by the job stores (eval, post-training). Needs ``self.conn``; the store's thread only."""
+
+    conn: sqlite3.Connection
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
+        return self.conn.execute(sql, tuple(args)).rowcount
+
+    def _claim(self, job_id: str, old_holder: str | None, old_heartbeat: float | None, holder: str,
+               now: float) -> bool:
+        """Take the job if nobody changed its claim since it was read (compare-and-set); each claim
+        counts an attempt."""
+        return self._write(f"UPDATE jobs SET holder = ?, heartbeat = ?, attempts = attempts + 1 WHERE job_id = ? "
+                           f"AND {ACTIVE} AND holder IS ? AND heartbeat IS ?",
+                           (holder, now, job_id, old_holder, old_heartbeat)) == 1
+
+    def heartbeat(self, holder: str, job_ids: list[str], now: float) -> set[str]:
+        """Renew ``holder``'s claims on ``job_ids`` (the jobs it runs); returns those it still holds.
+        Claims it holds but does not list lapse, so a job whose task died gets adopted."""
+        held: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            part = job_ids[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            self._write(f"UPDATE jobs SET heartbeat = ? WHERE holder = ? AND {ACTIVE} AND job_id IN ({marks})",
+                        (now, holder, *part))
+            held |= {r[0] for r in self.conn.execute(
+                f"SELECT job_id FROM jobs WHERE holder = ? AND {ACTIVE} AND job_id IN ({marks})", (holder, *part))}
+        return held
+
+    def release(self, holder: str) -> list[str]:
+        """Give up every claim ``holder`` has (a graceful stop): the next replica to look adopts them
+        at once. Not a failed attempt: only crashes count towards max_attempts. This also frees a job
+        that a stop interrupted between claiming it and launching it."""
+        released = [row[0] for row in self.conn.execute(f"SELECT job_id FROM jobs WHERE holder = ? AND {ACTIVE}",
+                                                        (holder,))]
+        for job_id in released:
+            self._write(f"UPDATE jobs SET holder = NULL, heartbeat = NULL, attempts = MAX(attempts - 1, 0) "
+                        f"WHERE {MINE}", (job_id, holder))
+        return released

@@ -16,11 +16,11 @@ import grpc
 
 from services.common.errors import NotFound, Unavailable
 from services.common.mesh import MeshClient
-from services.common.resource_index import ResourceIndex
+from services.common.resource_index import ResourceIndex, list_hint
 from stackmesh.common.v1 import common_pb2
 from stackmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["RegistryCache"]
+__all__ = ["RegistryCache", "resolve_named"]
 
 log = logging.getLogger("stackmesh.cache")
 R = registry_pb2
@@ -154,3 +154,16 @@ class RegistryCache:
             elif not future.done():
                 still.append((revision, future))
         self._revision_waiters = still
+
+
+async def resolve_named(cache: RegistryCache, resource_type: int, identifier: str, what: str) -> common_pb2.Resource:
+    """``cache.resolve_fresh`` with the registry's answer to a miss turned into this service's errors:
+    NOT_FOUND naming ``what`` and how to list them, or UNAVAILABLE when the registry is down."""
+    try:
+        return await cache.resolve_fresh(resource_type, identifier)
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"{what} '{identifier}' not found; {list_hint(resource_type)}, or register it",
+                           reason="RESOURCE_NOT_FOUND", metadata={"identifier": identifier}) from None
+        raise Unavailable(f"registry unavailable while resolving {what} '{identifier}': {err.details()}",
+                          reason="REGISTRY_UNAVAILABLE") from None

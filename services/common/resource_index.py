@@ -19,10 +19,10 @@ import bisect
 from typing import Callable, Iterable
 
 from services.common import catalog
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from stackmesh.common.v1 import common_pb2
 
-__all__ = ["ResourceIndex", "list_hint"]
+__all__ = ["ResourceIndex", "list_hint", "require_llm"]
 
 Resource = common_pb2.Resource
 
@@ -39,6 +39,26 @@ _LIST_COMMANDS = {
 
 def list_hint(resource_type: int) -> str:
     return f"list them with `{_LIST_COMMANDS.get(resource_type, 'stackmesh models list')}`"
+
+
+_LLM_TYPES = (common_pb2.MODEL_TYPE_LLM, common_pb2.MODEL_TYPE_UNSPECIFIED)
+
+
+def require_llm(model: Resource, subject: str, need: str = "choose a model whose type is llm", *,
+                unspecified_ok: bool = True) -> None:
+    """INVALID_ARGUMENT (NOT_AN_LLM) unless ``model`` is an LLM; ``subject`` names it in the message
+    ("the judge model 'x'"), ``need`` says what the caller needs. A bare ``provider_id/x`` route (no
+    spec) passes: its type is unknown until inference serves it."""
+    if model.WhichOneof("spec") != "model":
+        return
+    model_type = model.model.model_type
+    if model_type == common_pb2.MODEL_TYPE_LLM or (unspecified_ok and model_type in _LLM_TYPES):
+        return
+    kind = common_pb2.ModelType.Name(model_type).removeprefix("MODEL_TYPE_").lower()
+    article = "an" if kind[:1] in "aeiou" else "a"
+    raise InvalidArgument(f"{subject} is {article} {kind} model, not an LLM; {need} "
+                          f"({list_hint(common_pb2.RESOURCE_TYPE_MODEL)})",
+                          reason="NOT_AN_LLM", metadata={"model": model.identifier, "model_type": kind})
 
 
 class ResourceIndex:

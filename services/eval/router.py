@@ -8,12 +8,9 @@ of jobs that fail later.
 
 from __future__ import annotations
 
-import grpc
-
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.common.protoutil import MODEL_TYPE_NAMES
-from services.common.registry_cache import RegistryCache
-from services.common.resource_index import list_hint
+from services.common.registry_cache import RegistryCache, resolve_named
+from services.common.resource_index import list_hint, require_llm
 from services.eval.providers.base import BenchmarkTarget, EvalProvider
 from stackmesh.common.v1 import common_pb2
 
@@ -28,14 +25,7 @@ class EvalRouter:
         self.cache = cache
 
     async def _resolve(self, resource_type: int, identifier: str, what: str) -> common_pb2.Resource:
-        try:
-            return await self.cache.resolve_fresh(resource_type, identifier)
-        except grpc.aio.AioRpcError as err:  # the registry's own answer to a cache miss
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"{what} '{identifier}' not found; {list_hint(resource_type)}, or register it",
-                               reason="RESOURCE_NOT_FOUND", metadata={"identifier": identifier}) from None
-            raise Unavailable(f"registry unavailable while resolving {what} '{identifier}': {err.details()}",
-                              reason="REGISTRY_UNAVAILABLE") from None
+        return await resolve_named(self.cache, resource_type, identifier, what)
 
     async def benchmark(self, benchmark_id: str) -> tuple[EvalProvider, BenchmarkTarget]:
         """The provider running ``benchmark_id`` and the benchmark's dataset and scoring functions."""
@@ -70,15 +60,8 @@ class EvalRouter:
             raise InvalidArgument("benchmark_config.eval_candidate.model is required: the model to evaluate",
                                   reason="CANDIDATE_MODEL_MISSING")
         resource = await self._resolve(T.RESOURCE_TYPE_MODEL, model, "model")
-        if resource.WhichOneof("spec") != "model":  # "<provider_id>/x": inference decides at the first row
-            return
-        model_type = resource.model.model_type
-        if model_type not in (T.MODEL_TYPE_LLM, T.MODEL_TYPE_UNSPECIFIED):
-            kind = MODEL_TYPE_NAMES.get(model_type, str(model_type))
-            article = "an" if kind[:1] in "aeiou" else "a"
-            raise InvalidArgument(f"model '{model}' is {article} {kind} model; an eval candidate must be an LLM "
-                                  f"(model_type llm) that answers chat completions", reason="MODEL_TYPE_MISMATCH",
-                                  metadata={"model": model, "model_type": kind})
+        require_llm(resource, f"model '{model}'", "an eval candidate must be an LLM (model_type llm) that answers "
+                    "chat completions")
 
     def check_scoring_params(self, benchmark: BenchmarkTarget, params: dict[str, dict], functions: list[str]) -> None:
         unknown = sorted(set(params) - set(functions))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
-from services.common.protoutil import struct
+from services.common.protoutil import struct, timestamp
 from services.eval.core import EvalCore, RunRequest
 from services.eval.providers.base import Candidate, EvalResult, JobInfo, JobState
 from stackmesh.eval.v1 import eval_pb2 as pb, eval_pb2_grpc
@@ -19,18 +19,11 @@ _STATES = {JobState.SCHEDULED: pb.JOB_STATE_SCHEDULED, JobState.IN_PROGRESS: pb.
            JobState.CANCELLED: pb.JOB_STATE_CANCELLED}
 
 
-def _time(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def job_proto(info: JobInfo) -> pb.Job:
     return pb.Job(job_id=info.job_id, benchmark_id=info.benchmark_id, state=_STATES[info.state],
                   rows_done=info.rows_done, rows_total=info.rows_total, error=info.error, model=info.model,
-                  create_time=_time(info.create_time), start_time=_time(info.start_time), end_time=_time(info.end_time))
+                  create_time=timestamp(info.create_time), start_time=timestamp(info.start_time),
+                  end_time=timestamp(info.end_time))
 
 
 def _run_request(config: pb.BenchmarkConfig) -> RunRequest:

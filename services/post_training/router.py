@@ -17,9 +17,8 @@ from google.protobuf import json_format
 
 from services.common.config import ProviderEntry, StackConfig
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.common.protoutil import MODEL_TYPE_NAMES
-from services.common.registry_cache import RegistryCache
-from services.common.resource_index import list_hint
+from services.common.registry_cache import RegistryCache, resolve_named
+from services.common.resource_index import require_llm
 from services.post_training.providers.base import BaseSource
 from stackmesh.common.v1 import common_pb2
 
@@ -37,14 +36,7 @@ class PostTrainingRouter:
         self.cache = cache
 
     async def _resolve(self, resource_type: int, identifier: str, what: str) -> common_pb2.Resource:
-        try:
-            return await self.cache.resolve_fresh(resource_type, identifier)
-        except grpc.aio.AioRpcError as err:  # the registry's own answer to a cache miss
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"{what} '{identifier}' not found; {list_hint(resource_type)}, or register it",
-                               reason="RESOURCE_NOT_FOUND", metadata={"identifier": identifier}) from None
-            raise Unavailable(f"registry unavailable while resolving {what} '{identifier}': {err.details()}",
-                              reason="REGISTRY_UNAVAILABLE") from None
+        return await resolve_named(self.cache, resource_type, identifier, what)
 
     def _inference_provider(self, provider_id: str) -> ProviderEntry | None:
         return next((p for p in self.stack.providers.get("inference", []) if p.provider_id == provider_id), None)
@@ -53,13 +45,8 @@ class PostTrainingRouter:
     async def base_model(self, model: str) -> BaseSource:
         """Where the weights of ``model`` are, or why it cannot be fine-tuned here."""
         resource = await self._resolve(T.RESOURCE_TYPE_MODEL, model, "model")
-        if resource.WhichOneof("spec") == "model" and resource.model.model_type not in (T.MODEL_TYPE_LLM,
-                                                                                         T.MODEL_TYPE_UNSPECIFIED):
-            kind = MODEL_TYPE_NAMES.get(resource.model.model_type, str(resource.model.model_type))
-            article = "an" if kind[:1] in "aeiou" else "a"
-            raise InvalidArgument(f"model '{model}' is {article} {kind} model; only an LLM (model_type llm) can be "
-                                  f"fine-tuned with supervised chat data", reason="MODEL_TYPE_MISMATCH",
-                                  metadata={"model": model, "model_type": kind})
+        require_llm(resource, f"model '{model}'", "only an LLM (model_type llm) can be fine-tuned with supervised "
+                    "chat data")
         entry = self._inference_provider(resource.provider_id)
         provider_type = entry.provider_type if entry else "unknown"
         if entry is None or provider_type not in TUNABLE_PROVIDER_TYPES:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
-from services.common.protoutil import struct
+from services.common.protoutil import struct, timestamp
 from services.post_training.core import PostTrainingCore
 from services.post_training.providers.base import Artifacts, JobInfo, JobState
 from services.post_training.spec import FineTuneRequest
@@ -19,22 +19,14 @@ _STATES = {JobState.SCHEDULED: pb.JOB_STATE_SCHEDULED, JobState.IN_PROGRESS: pb.
            JobState.CANCELLED: pb.JOB_STATE_CANCELLED}
 
 
-def _time(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def job_proto(info: JobInfo) -> pb.Job:
     curve = [pb.LossPoint(step=p.step, epoch=p.epoch, loss=p.loss, validation_loss=p.validation_loss)
              for p in info.loss_curve]
     return pb.Job(job_id=info.job_id, state=_STATES[info.state], model=info.model, output_model=info.output_model,
                   step=info.step, total_steps=info.total_steps, epoch=info.epoch, loss=info.loss, loss_curve=curve,
                   eta_seconds=info.eta_seconds, error=info.error, resumed=info.resumed,
-                  create_time=_time(info.create_time), start_time=_time(info.start_time),
-                  end_time=_time(info.end_time), config=struct(info.config))
+                  create_time=timestamp(info.create_time), start_time=timestamp(info.start_time),
+                  end_time=timestamp(info.end_time), config=struct(info.config))
 
 
 def _artifacts_proto(artifacts: Artifacts) -> pb.JobArtifactsResponse:
@@ -42,7 +34,7 @@ def _artifacts_proto(artifacts: Artifacts) -> pb.JobArtifactsResponse:
         job_id=artifacts.job_id, adapter_path=artifacts.adapter_path, merged_path=artifacts.merged_path,
         base_path=artifacts.base_path, registered_model=artifacts.registered_model,
         checkpoints=[pb.Checkpoint(identifier=c.identifier, epoch=c.epoch, step=c.step, path=c.path,
-                                   create_time=_time(c.create_time)) for c in artifacts.checkpoints])
+                                   create_time=timestamp(c.create_time)) for c in artifacts.checkpoints])
 
 
 def fine_tune_request(request: pb.SupervisedFineTuneRequest) -> FineTuneRequest:

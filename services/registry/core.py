@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Iterable
 from services.common import catalog
 from services.common.config import StackConfig
 from services.common.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument, NotFound
-from services.common.resource_index import ResourceIndex, list_hint
+from services.common.resource_index import ResourceIndex, list_hint, require_llm
 from services.registry.config_resources import config_resources
 from services.registry.journal import Journal
 from services.registry.resource_checks import check_aggregations, check_dataset
@@ -208,13 +208,7 @@ class RegistryCore:
             model = self._lookup(T.RESOURCE_TYPE_MODEL, model_id)
         except NotFound as err:
             raise NotFound(f"{role}: {err.message}", reason="MODEL_NOT_FOUND", metadata={"model": model_id}) from None
-        if model.WhichOneof("spec") != "model":
-            return model  # "provider_id/x": routed to a provider that may serve x; its type is unknown here
-        if model.model.model_type != T.MODEL_TYPE_LLM:
-            raise InvalidArgument(f"{role}: model '{model_id}' is a {T.ModelType.Name(model.model.model_type)[11:].lower()}"
-                                  f" model, not an LLM; choose a model whose type is llm "
-                                  f"({list_hint(T.RESOURCE_TYPE_MODEL)})", reason="NOT_AN_LLM",
-                                  metadata={"model": model_id})
+        require_llm(model, f"{role}: model '{model_id}'", unspecified_ok=False)
         return model
 
     def _check_shield(self, resource: Resource) -> None:

@@ -16,9 +16,9 @@ import grpc
 from services.common import errors as E
 from services.common.errors import error_info_from_rpc_error
 from services.common.mesh import MeshClient
-from services.common.protoutil import MODEL_TYPE_NAMES, to_dict
+from services.common.protoutil import to_dict
 from services.common.registry_cache import RegistryCache
-from services.common.resource_index import list_hint
+from services.common.resource_index import list_hint, require_llm
 from services.scoring.providers.base import CallOptions
 from stackmesh.common.v1 import common_pb2
 from stackmesh.datasetio.v1 import datasetio_pb2, datasetio_pb2_grpc
@@ -72,13 +72,7 @@ class MeshBackend:
                 raise E.NotFound(f"the {role}, '{model_id}', is not a registered model; {list_hint(MODEL)}",
                                  reason="MODEL_NOT_FOUND", metadata={"model_id": model_id}) from None
             raise downstream_error("registry", err, f"looking up the {role} '{model_id}'") from None
-        # "provider_id/x" resolves to a bare route with no spec: the inference service decides then.
-        if model.WhichOneof("spec") == "model" and model.model.model_type not in (
-                common_pb2.MODEL_TYPE_LLM, common_pb2.MODEL_TYPE_UNSPECIFIED):
-            kind = MODEL_TYPE_NAMES.get(model.model.model_type, "non-LLM")
-            raise E.InvalidArgument(f"the {role}, '{model_id}', is a model of type {kind}, not an LLM; choose a "
-                                    f"model whose type is llm ({list_hint(MODEL)})", reason="NOT_AN_LLM",
-                                    metadata={"model_id": model_id, "model_type": kind})
+        require_llm(model, f"the {role}, '{model_id}',")
 
     async def chat(self, model_id: str, prompt: str, *, temperature: float | None, max_tokens: int | None,
                    options: CallOptions, timeout_cap: float | None, doing: str) -> str:

@@ -63,7 +63,7 @@ async def test_benchmark_errors(router):
 async def test_the_candidate_must_be_an_llm(router):
     await router.check_candidate("chat")
     await router.check_candidate("llama-cpp/other")  # routed to a provider: inference decides
-    with pytest.raises(InvalidArgument, match="model 'embed' is an embedding model; an eval candidate must be an LLM"):
+    with pytest.raises(InvalidArgument, match="model 'embed' is an embedding model, not an LLM; an eval candidate must be an LLM"):
         await router.check_candidate("embed")
     with pytest.raises(NotFound, match="model 'ghost' not found"):
         await router.check_candidate("ghost")

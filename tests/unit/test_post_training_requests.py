@@ -135,7 +135,7 @@ async def test_unknown_names_are_not_found(core):
 
 
 async def test_models_that_cannot_be_tuned_here_are_refused_with_the_reason(core):
-    with pytest.raises(InvalidArgument, match="model 'all-MiniLM-L6-v2' is an embedding model; only an LLM"):
+    with pytest.raises(InvalidArgument, match="model 'all-MiniLM-L6-v2' is an embedding model, not an LLM; only an LLM"):
         await core.supervised_fine_tune(request(model="all-MiniLM-L6-v2"))
     with pytest.raises(FailedPrecondition, match=r"served by provider 'vllm' \(remote::vllm\), whose weights are not"):
         await core.supervised_fine_tune(request(model="remote-llm"))

@@ -32,6 +32,7 @@ from services.eval.downstream import Downstream, Timeouts
 from services.eval.providers.base import (TERMINAL_STATES, EvalProvider, EvalResult, JobInfo, JobResult, JobState,
                                           RunSpec, job_not_found)
 from services.common import job_claims as claims
+from services.common.job_watch import JobWatchers
 from services.eval.providers.inline.meta_reference.config import MetaReferenceEvalConfig
 from services.eval.providers.inline.meta_reference.runner import JobRun, generate_row
 from services.eval.providers.inline.meta_reference.store import JobStore
@@ -60,7 +61,7 @@ class MetaReferenceEvalProvider(EvalProvider):
         self._mine: set[str] = set()  # jobs this replica holds (queued or running)
         self._attempt_errors: dict[str, str] = {}  # job -> why its last attempt here could not even be recorded
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._watchers: dict[str, set[asyncio.Queue[JobInfo]]] = {}
+        self._watchers: JobWatchers[JobInfo] = JobWatchers()
         self._maintainer: asyncio.Task[None] | None = None
 
     # --- life cycle -------------------------------------------------------------------------
@@ -112,8 +113,7 @@ class MetaReferenceEvalProvider(EvalProvider):
 
     # --- running jobs -----------------------------------------------------------------------
     def _publish(self, info: JobInfo) -> None:
-        for queue in self._watchers.get(info.job_id, ()):
-            queue.put_nowait(info)
+        self._watchers.publish(info)
 
     def _launch(self, job_id: str) -> None:
         if job_id in self._tasks:
@@ -231,30 +231,12 @@ class MetaReferenceEvalProvider(EvalProvider):
     async def get_job(self, job_id: str) -> JobInfo | None:
         return await self._db("get", job_id)
 
-    async def watch_job(self, job_id: str) -> AsyncIterator[JobInfo]:
-        queue: asyncio.Queue[JobInfo] = asyncio.Queue()
-        self._watchers.setdefault(job_id, set()).add(queue)  # before the first read: no step falls between
-        poll = min(1.0, self.config.heartbeat_seconds)
-        try:
-            info = await self._db("get", job_id)
-            if info is None:
-                raise job_not_found(job_id)
-            last = info
-            yield info
-            while not last.terminal:
-                try:
-                    info = await asyncio.wait_for(queue.get(), poll)
-                except asyncio.TimeoutError:  # steps made by another replica reach us through the store
-                    info = await self._db("get", job_id)
-                if info.step() != last.step() and _order(info) >= _order(last):
-                    last = info
-                    yield info
-        finally:
-            watchers = self._watchers.get(job_id)
-            if watchers is not None:
-                watchers.discard(queue)
-                if not watchers:
-                    del self._watchers[job_id]
+    def watch_job(self, job_id: str) -> AsyncIterator[JobInfo]:
+        return self._watchers.follow(job_id, lambda: self._db("get", job_id),
+                                     advanced=lambda last, new: (new.step() != last.step()
+                                                                 and _order(new) >= _order(last)),
+                                     not_found=lambda: job_not_found(job_id),
+                                     poll_seconds=min(1.0, self.config.heartbeat_seconds))
 
     async def job_result(self, job_id: str) -> JobResult:
         info = await self._db("get", job_id)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import pathlib
 import sqlite3
-from typing import Any, Iterable
+from typing import Any
 
+from services.common.job_claims import ACTIVE, MINE, ClaimedJobsTable
 from services.eval.providers.base import JobInfo, JobState, RunSpec
 
 __all__ = ["JobStore", "Claimable"]
@@ -54,7 +55,6 @@ CREATE TABLE IF NOT EXISTS job_rows (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "job_id, benchmark_id, state, rows_done, rows_total, error, model, create_time, start_time, end_time"
-_ACTIVE = "state IN ('scheduled', 'in_progress')"
 Claimable = tuple[str, "str | None", "float | None", int]  # job_id, holder, heartbeat, attempts
 
 
@@ -62,7 +62,7 @@ def _info(row: tuple[Any, ...]) -> JobInfo:
     return JobInfo(*row)
 
 
-class JobStore:
+class JobStore(ClaimedJobsTable):
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -74,9 +74,6 @@ class JobStore:
 
     def close(self) -> None:
         self.conn.close()
-
-    def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
-        return self.conn.execute(sql, tuple(args)).rowcount
 
     # --- reads ------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobInfo | None:
@@ -116,7 +113,7 @@ class JobStore:
     def active(self) -> list[Claimable]:
         """Every SCHEDULED / IN_PROGRESS job, oldest first, with what a compare-and-set claim needs."""
         return list(self.conn.execute(
-            f"SELECT job_id, holder, heartbeat, attempts FROM jobs WHERE {_ACTIVE} ORDER BY create_time"))
+            f"SELECT job_id, holder, heartbeat, attempts FROM jobs WHERE {ACTIVE} ORDER BY create_time"))
 
     # --- writes -----------------------------------------------------------------------------
     def create(self, job_id: str, spec: RunSpec, holder: str, now: float) -> JobInfo:
@@ -129,16 +126,13 @@ class JobStore:
         return info
 
     def claim(self, job: Claimable, holder: str, now: float) -> bool:
-        """Take ``job`` over if nobody changed its claim since it was read (compare-and-set)."""
         job_id, old_holder, old_heartbeat, _ = job
-        return self._write(f"UPDATE jobs SET holder = ?, heartbeat = ?, attempts = attempts + 1 WHERE job_id = ? "
-                           f"AND {_ACTIVE} AND holder IS ? AND heartbeat IS ?",
-                           (holder, now, job_id, old_holder, old_heartbeat)) == 1
+        return self._claim(job_id, old_holder, old_heartbeat, holder, now)
 
     def start(self, job_id: str, holder: str, rows_total: int, now: float) -> JobInfo | None:
         """SCHEDULED -> IN_PROGRESS (or a resumed IN_PROGRESS job), with its row count."""
         changed = self._write(f"UPDATE jobs SET state = ?, rows_total = ?, start_time = COALESCE(start_time, ?), "
-                              f"heartbeat = ? WHERE job_id = ? AND holder = ? AND {_ACTIVE}",
+                              f"heartbeat = ? WHERE {MINE}",
                               (JobState.IN_PROGRESS, rows_total, now, now, job_id, holder))
         return self.get(job_id) if changed else None
 
@@ -167,7 +161,7 @@ class JobStore:
         """Active -> ``state`` (terminal) if ``holder`` still holds it."""
         changed = self._write(
             f"UPDATE jobs SET state = ?, error = ?, end_time = ?, scores = ?, timings = ?, holder = NULL, "
-            f"heartbeat = NULL WHERE job_id = ? AND holder = ? AND {_ACTIVE}",
+            f"heartbeat = NULL WHERE {MINE}",
             (state, error, now, json.dumps(scores) if scores is not None else None,
              json.dumps(timings) if timings is not None else None, job_id, holder))
         return self.get(job_id) if changed else None
@@ -178,29 +172,5 @@ class JobStore:
     def cancel(self, job_id: str, reason: str, now: float) -> JobInfo | None:
         """Active -> CANCELLED whoever holds it; returns the job as it is afterwards."""
         self._write(f"UPDATE jobs SET state = ?, error = ?, end_time = ?, holder = NULL, heartbeat = NULL "
-                    f"WHERE job_id = ? AND {_ACTIVE}", (JobState.CANCELLED, reason, now, job_id))
+                    f"WHERE job_id = ? AND {ACTIVE}", (JobState.CANCELLED, reason, now, job_id))
         return self.get(job_id)
-
-    def heartbeat(self, holder: str, job_ids: list[str], now: float) -> set[str]:
-        """Renew ``holder``'s claims on ``job_ids`` (the jobs it is running); returns those it still
-        holds. Claims it holds but does not list lapse, so a job whose task died gets adopted."""
-        held: set[str] = set()
-        for start in range(0, len(job_ids), 500):
-            part = job_ids[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            self._write(f"UPDATE jobs SET heartbeat = ? WHERE holder = ? AND {_ACTIVE} AND job_id IN ({marks})",
-                        (now, holder, *part))
-            held |= {r[0] for r in self.conn.execute(
-                f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE} AND job_id IN ({marks})", (holder, *part))}
-        return held
-
-    def release(self, holder: str) -> list[str]:
-        """Give up every claim ``holder`` has (a graceful stop): the next replica to look adopts them
-        at once. Not a failed attempt: only crashes count towards max_attempts. This also frees a job
-        that a stop interrupted between claiming it and launching it."""
-        released = [row[0] for row in self.conn.execute(
-            f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE}", (holder,))]
-        for job_id in released:
-            self._write(f"UPDATE jobs SET holder = NULL, heartbeat = NULL, attempts = MAX(attempts - 1, 0) "
-                        f"WHERE job_id = ? AND holder = ? AND {_ACTIVE}", (job_id, holder))
-        return released

@@ -29,6 +29,7 @@ from typing import Any, AsyncIterator
 
 from services.common.config import StackConfig
 from services.common import job_claims as claims
+from services.common.job_watch import JobWatchers
 from services.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted,
                                     Unavailable)
 from services.common.storage import data_dir
@@ -64,7 +65,7 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
         self._store: JobStore | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._current: tuple[str, asyncio.Task[Any]] | None = None
-        self._watchers: dict[str, set[asyncio.Queue[JobInfo]]] = {}
+        self._watchers: JobWatchers[JobInfo] = JobWatchers()
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
 
@@ -118,8 +119,7 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
 
     # --- scheduling -------------------------------------------------------------------------
     def _publish(self, info: JobInfo) -> None:
-        for queue in self._watchers.get(info.job_id, ()):
-            queue.put_nowait(info)
+        self._watchers.publish(info)
 
     async def _schedule(self) -> None:
         while True:
@@ -233,29 +233,11 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
     async def get_job(self, job_id: str) -> JobInfo | None:
         return await self._db("get", job_id)
 
-    async def watch_job(self, job_id: str) -> AsyncIterator[JobInfo]:
-        queue: asyncio.Queue[JobInfo] = asyncio.Queue()
-        self._watchers.setdefault(job_id, set()).add(queue)  # before the first read: no step falls between
-        try:
-            info = await self._db("get", job_id)
-            if info is None:
-                raise job_not_found(job_id)
-            last = info
-            yield info
-            while not last.terminal:
-                try:
-                    info = await asyncio.wait_for(queue.get(), 1.0)
-                except asyncio.TimeoutError:  # steps made by another replica reach us through the store
-                    info = await self._db("get", job_id)
-                if info is not None and info.progress() != last.progress():
-                    last = info
-                    yield info
-        finally:
-            watchers = self._watchers.get(job_id)
-            if watchers is not None:
-                watchers.discard(queue)
-                if not watchers:
-                    del self._watchers[job_id]
+    def watch_job(self, job_id: str) -> AsyncIterator[JobInfo]:
+        return self._watchers.follow(job_id, lambda: self._db("get", job_id),
+                                     advanced=lambda last, new: new.progress() != last.progress(),
+                                     not_found=lambda: job_not_found(job_id),
+                                     poll_seconds=1.0)
 
     async def cancel_job(self, job_id: str) -> JobInfo:
         info = await self._db("get", job_id)

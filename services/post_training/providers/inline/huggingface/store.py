@@ -22,6 +22,7 @@ import sqlite3
 from typing import Any, Iterable
 
 from services.common.errors import AlreadyExists
+from services.common.job_claims import ACTIVE, MINE, ClaimedJobsTable
 from services.post_training.providers.base import CheckpointInfo, JobInfo, JobState, LossPoint, TrainingSpec
 
 __all__ = ["JobStore", "Claimable", "output_model_reserved"]
@@ -53,8 +54,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 _COLUMNS = ("job_id, state, model, output_model, step, total_steps, epoch, loss, eta_seconds, error, resumed, "
             "create_time, start_time, end_time, config")
-_ACTIVE = "state IN ('scheduled', 'in_progress')"
-_MINE = f"job_id = ? AND holder = ? AND {_ACTIVE}"
 Claimable = tuple[str, str, "str | None", "float | None", int]  # job_id, state, holder, heartbeat, attempts
 
 
@@ -63,7 +62,7 @@ def output_model_reserved(output_model: str, job_id: str) -> str:
             "choose another id")
 
 
-class JobStore:
+class JobStore(ClaimedJobsTable):
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -75,9 +74,6 @@ class JobStore:
 
     def close(self) -> None:
         self.conn.close()
-
-    def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
-        return self.conn.execute(sql, tuple(args)).rowcount
 
     # --- reads ------------------------------------------------------------------------------
     def _curve(self, job_id: str) -> tuple[LossPoint, ...]:
@@ -120,13 +116,13 @@ class JobStore:
         return self.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'scheduled'").fetchone()[0]
 
     def active_with_output(self, output_model: str) -> str | None:
-        row = self.conn.execute(f"SELECT job_id FROM jobs WHERE output_model = ? AND {_ACTIVE}",
+        row = self.conn.execute(f"SELECT job_id FROM jobs WHERE output_model = ? AND {ACTIVE}",
                                 (output_model,)).fetchone()
         return row[0] if row else None
 
     def claimable(self) -> list[Claimable]:
         """Active jobs, those already started first (a resumed job goes before new ones), then oldest first."""
-        return list(self.conn.execute(f"SELECT job_id, state, holder, heartbeat, attempts FROM jobs WHERE {_ACTIVE} "
+        return list(self.conn.execute(f"SELECT job_id, state, holder, heartbeat, attempts FROM jobs WHERE {ACTIVE} "
                                       f"ORDER BY state = 'scheduled', create_time"))
 
     # --- writes -----------------------------------------------------------------------------
@@ -148,29 +144,26 @@ class JobStore:
         return info
 
     def claim(self, job: Claimable, holder: str, now: float) -> bool:
-        """Take ``job`` if nobody changed its claim since it was read (compare-and-set)."""
         job_id, _, old_holder, old_heartbeat, _ = job
-        return self._write(f"UPDATE jobs SET holder = ?, heartbeat = ?, attempts = attempts + 1 WHERE job_id = ? "
-                           f"AND {_ACTIVE} AND holder IS ? AND heartbeat IS ?",
-                           (holder, now, job_id, old_holder, old_heartbeat)) == 1
+        return self._claim(job_id, old_holder, old_heartbeat, holder, now)
 
     def start(self, job_id: str, holder: str, now: float, resumed: bool) -> JobInfo | None:
         changed = self._write(f"UPDATE jobs SET state = 'in_progress', start_time = COALESCE(start_time, ?), "
-                              f"resumed = resumed + ?, error = '', heartbeat = ? WHERE {_MINE}",
+                              f"resumed = resumed + ?, error = '', heartbeat = ? WHERE {MINE}",
                               (now, int(resumed), now, job_id, holder))
         return self.get(job_id) if changed else None
 
     def update(self, job_id: str, holder: str, **fields: Any) -> JobInfo | None:
         """Set progress columns (step, total_steps, epoch, loss, eta_seconds, base/adapter/merged paths)."""
         names = ", ".join(f"{k} = ?" for k in fields)
-        return self.get(job_id) if self._write(f"UPDATE jobs SET {names} WHERE {_MINE}",
+        return self.get(job_id) if self._write(f"UPDATE jobs SET {names} WHERE {MINE}",
                                                (*fields.values(), job_id, holder)) else None
 
     def log_step(self, job_id: str, holder: str, point: LossPoint, total_steps: int, eta: float) -> JobInfo | None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             if not self._write(f"UPDATE jobs SET step = ?, epoch = ?, loss = ?, total_steps = ?, eta_seconds = ? "
-                               f"WHERE {_MINE}",
+                               f"WHERE {MINE}",
                                (point.step, point.epoch, point.loss, total_steps, eta, job_id, holder)):
                 self.conn.execute("ROLLBACK")
                 return None
@@ -187,7 +180,7 @@ class JobStore:
         """Run ``writes`` in one transaction if ``holder`` still holds the job; None if it does not."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            if self.conn.execute(f"SELECT 1 FROM jobs WHERE {_MINE}", (job_id, holder)).fetchone() is None:
+            if self.conn.execute(f"SELECT 1 FROM jobs WHERE {MINE}", (job_id, holder)).fetchone() is None:
                 self.conn.execute("ROLLBACK")
                 return None
             for sql, args in writes:
@@ -207,7 +200,7 @@ class JobStore:
 
     def rewind(self, job_id: str, holder: str, step: int) -> JobInfo | None:
         """The worker continues from ``step``: later loss points will be logged again."""
-        if not self._write(f"UPDATE jobs SET step = ? WHERE {_MINE}", (step, job_id, holder)):
+        if not self._write(f"UPDATE jobs SET step = ? WHERE {MINE}", (step, job_id, holder)):
             return None
         self._write("DELETE FROM loss_points WHERE job_id = ? AND step > ?", (job_id, step))
         self._write("DELETE FROM checkpoints WHERE job_id = ? AND step > ?", (job_id, step))
@@ -225,35 +218,16 @@ class JobStore:
                registered_model: str = "") -> JobInfo | None:
         """Active -> ``state`` (terminal) if ``holder`` still holds it."""
         changed = self._write(f"UPDATE jobs SET state = ?, error = ?, end_time = ?, registered_model = ?, "
-                              f"eta_seconds = 0, holder = NULL, heartbeat = NULL WHERE {_MINE}",
+                              f"eta_seconds = 0, holder = NULL, heartbeat = NULL WHERE {MINE}",
                               (state, error, now, registered_model, job_id, holder))
         return self.get(job_id) if changed else None
 
     def cancel(self, job_id: str, reason: str, now: float) -> JobInfo | None:
         """Active -> CANCELLED whoever holds it; returns the job as it is afterwards."""
         self._write(f"UPDATE jobs SET state = 'cancelled', error = ?, end_time = ?, eta_seconds = 0, holder = NULL, "
-                    f"heartbeat = NULL WHERE job_id = ? AND {_ACTIVE}", (reason, now, job_id))
+                    f"heartbeat = NULL WHERE job_id = ? AND {ACTIVE}", (reason, now, job_id))
         return self.get(job_id)
 
     def clear_artifacts(self, job_id: str) -> None:
         self._write("UPDATE jobs SET adapter_path = '', merged_path = '' WHERE job_id = ?", (job_id,))
         self._write("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
-
-    def heartbeat(self, holder: str, job_ids: list[str], now: float) -> set[str]:
-        """Renew ``holder``'s claims on ``job_ids``; returns those it still holds."""
-        held = set()
-        for job_id in job_ids:
-            if self._write(f"UPDATE jobs SET heartbeat = ? WHERE {_MINE}", (now, job_id, holder)):
-                held.add(job_id)
-        return held
-
-    def release(self, holder: str) -> list[str]:
-        """Give up every claim ``holder`` has (a graceful stop): the next replica to look adopts them
-        at once. Not a failed attempt: only crashes count towards max_attempts. This also frees a job
-        that a stop interrupted between claiming it and launching it."""
-        released = [row[0] for row in self.conn.execute(
-            f"SELECT job_id FROM jobs WHERE holder = ? AND {_ACTIVE}", (holder,))]
-        for job_id in released:
-            self._write(f"UPDATE jobs SET holder = NULL, heartbeat = NULL, attempts = MAX(attempts - 1, 0) "
-                        f"WHERE {_MINE}", (job_id, holder))
-        return released
