@@ -91,6 +91,18 @@ class ClaimedJobsTable:
                            f"AND {ACTIVE} AND holder IS ? AND heartbeat IS ?",
                            (holder, now, job_id, old_holder, old_heartbeat)) == 1
 
+    def _newest_first(self, columns: str, after: tuple[float, str] | None, limit: int,
+                      filters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows of jobs, newest first (create_time, then job_id, descending), those
+        after the cursor ``after`` = (create_time, job_id) of the last row of the previous page."""
+        where, args = [f"{column} = ?" for column in filters or {}], list((filters or {}).values())
+        if after is not None:
+            where.append("(create_time < ? OR (create_time = ? AND job_id < ?))")
+            args += [after[0], after[0], after[1]]
+        sql = (f"SELECT {columns} FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''} "
+               f"ORDER BY create_time DESC, job_id DESC LIMIT ?")
+        return list(self.conn.execute(sql, (*args, limit)))
+
     def heartbeat(self, holder: str, job_ids: list[str], now: float) -> set[str]:
         """Renew ``holder``'s claims on ``job_ids`` (the jobs it runs); returns those it still holds.
         Claims it holds but does not list lapse, so a job whose task died gets adopted."""

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable, Mapping, TypeVar
 from services.common.errors import InvalidArgument
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "page_size", "encode_token", "decode_token",
-           "page_across_providers"]
+           "page_across_providers", "decode_time_cursor", "newest_first_page"]
 
 T = TypeVar("T")
 
@@ -70,3 +70,21 @@ async def page_across_providers(providers: Mapping[str, Any], requested_size: in
             following = order[index + 1:]
             return out, encode_token(json.dumps([following[0], ""])) if following else ""
     return out, ""
+
+
+def decode_time_cursor(cursor: str) -> tuple[float, str] | None:
+    """A provider's cursor into a newest-first list: "<create_time>|<id>" of the last item seen."""
+    if not cursor:
+        return None
+    stamp, _, identifier = cursor.partition("|")
+    try:
+        return float(stamp), identifier
+    except ValueError:
+        raise InvalidArgument(_FOREIGN_TOKEN, reason="BAD_PAGE_TOKEN") from None
+
+
+def newest_first_page(items: list[Any], limit: int) -> tuple[list[Any], str]:
+    """``items`` read with ``limit + 1``: the page, and the cursor after it ("" at the end). Items
+    have ``create_time`` and ``job_id``."""
+    page = items[:limit]
+    return page, (f"{page[-1].create_time!r}|{page[-1].job_id}" if len(items) > limit and page else "")

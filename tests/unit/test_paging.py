@@ -62,3 +62,19 @@ async def test_undecodable_tokens_are_invalid_argument():
     for token in ("%%%", base64.urlsafe_b64encode(b"not json").decode()):
         with pytest.raises(InvalidArgument, match="page_token is not one this server issued"):
             await page_across_providers(PROVIDERS, 2, token, fetch)
+
+
+def test_a_providers_cursor_resumes_after_the_last_item_of_a_page():
+    from services.common.paging import decode_time_cursor, newest_first_page
+
+    class Job:
+        def __init__(self, create_time: float, job_id: str) -> None:
+            self.create_time, self.job_id = create_time, job_id
+
+    read = [Job(3.25, "c"), Job(2.0, "b"), Job(2.0, "a")]  # limit 2, read with limit + 1
+    page, cursor = newest_first_page(read, 2)
+    assert [j.job_id for j in page] == ["c", "b"] and decode_time_cursor(cursor) == (2.0, "b")
+    assert newest_first_page(read[:2], 2) == (read[:2], "")  # nothing beyond: no cursor
+    assert decode_time_cursor("") is None
+    with pytest.raises(InvalidArgument, match="page_token is not one this server issued"):
+        decode_time_cursor("yesterday|b")

@@ -33,6 +33,7 @@ from services.eval.providers.base import (TERMINAL_STATES, EvalProvider, EvalRes
                                           RunSpec, job_not_found)
 from services.common import job_claims as claims
 from services.common.job_watch import JobWatchers
+from services.common.paging import decode_time_cursor, newest_first_page
 from services.eval.providers.inline.meta_reference.config import MetaReferenceEvalConfig
 from services.eval.providers.inline.meta_reference.runner import JobRun, generate_row
 from services.eval.providers.inline.meta_reference.store import JobStore
@@ -267,15 +268,4 @@ class MetaReferenceEvalProvider(EvalProvider):
         return info
 
     async def list_jobs(self, benchmark_id: str, after: str, limit: int) -> tuple[list[JobInfo], str]:
-        cursor = None
-        if after:
-            stamp, _, job_id = after.partition("|")
-            try:
-                cursor = (float(stamp), job_id)
-            except ValueError:
-                raise InvalidArgument("page_token is not one this server issued; pass next_page_token unchanged",
-                                      reason="BAD_PAGE_TOKEN") from None
-        jobs = await self._db("page", benchmark_id, cursor, limit + 1)
-        more = len(jobs) > limit
-        jobs = jobs[:limit]
-        return jobs, (f"{jobs[-1].create_time!r}|{jobs[-1].job_id}" if more and jobs else "")
+        return newest_first_page(await self._db("page", benchmark_id, decode_time_cursor(after), limit + 1), limit)

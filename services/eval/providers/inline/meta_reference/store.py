@@ -99,16 +99,8 @@ class JobStore(ClaimedJobsTable):
         return json.loads(row[0]) if row and row[0] else {}
 
     def page(self, benchmark_id: str, after: tuple[float, str] | None, limit: int) -> list[JobInfo]:
-        where, args = [], []
-        if benchmark_id:
-            where.append("benchmark_id = ?")
-            args.append(benchmark_id)
-        if after is not None:
-            where.append("(create_time < ? OR (create_time = ? AND job_id < ?))")
-            args += [after[0], after[0], after[1]]
-        sql = (f"SELECT {_COLUMNS} FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''} "
-               f"ORDER BY create_time DESC, job_id DESC LIMIT ?")
-        return [_info(r) for r in self.conn.execute(sql, (*args, limit))]
+        filters = {"benchmark_id": benchmark_id} if benchmark_id else None
+        return [_info(r) for r in self._newest_first(_COLUMNS, after, limit, filters)]
 
     def active(self) -> list[Claimable]:
         """Every SCHEDULED / IN_PROGRESS job, oldest first, with what a compare-and-set claim needs."""

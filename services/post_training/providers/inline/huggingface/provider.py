@@ -30,8 +30,8 @@ from typing import Any, AsyncIterator
 from services.common.config import StackConfig
 from services.common import job_claims as claims
 from services.common.job_watch import JobWatchers
-from services.common.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted,
-                                    Unavailable)
+from services.common.paging import decode_time_cursor, newest_first_page
+from services.common.errors import AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable
 from services.common.storage import data_dir
 from services.post_training.datasets import DatasetReader
 from services.post_training.providers.base import (TERMINAL_STATES, Artifacts, JobInfo, JobState, PostTrainingProvider,
@@ -255,18 +255,7 @@ class HuggingFacePostTrainingProvider(PostTrainingProvider):
         return info
 
     async def list_jobs(self, after: str, limit: int) -> tuple[list[JobInfo], str]:
-        cursor = None
-        if after:
-            stamp, _, job_id = after.partition("|")
-            try:
-                cursor = (float(stamp), job_id)
-            except ValueError:
-                raise InvalidArgument("page_token is not one this server issued; pass next_page_token unchanged",
-                                      reason="BAD_PAGE_TOKEN") from None
-        jobs = await self._db("page", cursor, limit + 1)
-        more = len(jobs) > limit
-        jobs = jobs[:limit]
-        return jobs, (f"{jobs[-1].create_time!r}|{jobs[-1].job_id}" if more and jobs else "")
+        return newest_first_page(await self._db("page", decode_time_cursor(after), limit + 1), limit)
 
     async def artifacts(self, job_id: str) -> Artifacts:
         if await self._db("get", job_id) is None:

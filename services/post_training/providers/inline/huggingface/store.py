@@ -105,12 +105,7 @@ class JobStore(ClaimedJobsTable):
                                      "ORDER BY step", (job_id,))]
 
     def page(self, after: tuple[float, str] | None, limit: int) -> list[JobInfo]:
-        where, args = "", []
-        if after is not None:
-            where = "WHERE (create_time < ? OR (create_time = ? AND job_id < ?))"
-            args = [after[0], after[0], after[1]]
-        sql = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY create_time DESC, job_id DESC LIMIT ?"
-        return [self._info(r) for r in self.conn.execute(sql, (*args, limit))]
+        return [self._info(r) for r in self._newest_first(_COLUMNS, after, limit)]
 
     def queued(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'scheduled'").fetchone()[0]
