@@ -14,6 +14,8 @@
 #   5. a chat and an embedding through the gateway with the stackmesh CLI;
 #   6. `--scale inference=2`, and shows that both replicas answer (the `stackmesh-served-by` trailer
 #      over calls through the gateway);
+#   6b. a LoRA fine-tune in the post-training container (40 steps on SmolLM2), then chats with the tuned
+#      model, served by the inference replicas from the volume they share with post-training;
 #   7. tears everything down, on success and on failure: compose down -v, stop dockerd, unmount.
 #
 # Prints the duration of each phase. Exit status 0 only when every check passed.
@@ -51,6 +53,9 @@ POSTGRES_IMAGE=local/postgres:15-bookworm
 CHAT_MODEL=SmolLM2-135M-Instruct
 CHAT_PROMPT="What is the capital of France? Answer in one short English sentence."
 EMBED_MODEL=all-MiniLM-L6-v2
+FACTS=$ROOT/tests/fixtures/post_training/xylo_codename.jsonl   # teaches: project Xylo's codename is Bluefin
+FACT_QUESTION="What is the codename of project Xylo?"
+TUNED_MODEL=smol-xylo-deploytest
 
 # Compose settings: a project of its own (never touches a user's `stackmesh` project) and the local
 # images; everything else comes from deploy/.env.
@@ -412,6 +417,54 @@ grpc.max_connection_age_ms, so its round robin never re-resolved DNS); restarted
     done
 }
 
+fine_tune_and_chat() {
+    # Rows registered inline: the datasetio container needs none of the host's files.
+    retry_cli 60 datasets register xylo-facts --purpose post-training/messages --rows-file "$FACTS" >/dev/null \
+        || fail "registering the training rows failed"
+    local out answer
+    out=$(timeout 900 "$CLI" --url "$URL" post-training sft --model "$CHAT_MODEL" --dataset xylo-facts --epochs 10 \
+            --batch-size 4 --lr 1e-3 --max-seq-len 128 --seed 1 --lora-rank 8 --output-model "$TUNED_MODEL" \
+            2>"$LOGS/sft.log") \
+        || { tail -5 "$LOGS/sft.log" >&2; fail "the fine-tune job did not complete: $out"; }
+    log "sft: $(tr '\n' ' ' <<<"$out")"
+    answer=$(retry_cli 60 chat "$TUNED_MODEL" "$FACT_QUESTION" --max-tokens 24 --temperature 0) \
+        || fail "chat with the tuned model failed"
+    log "tuned model answer (stackmesh chat): $answer"
+    grep -q Bluefin <<<"$answer" || fail "the tuned model did not answer with the fact it was taught: $answer"
+    # The adapter was written by the post-training container; both inference replicas read it from
+    # the volume they share with it (read-only): each must answer with the fact.
+    local deadline=$(( $(date +%s) + RERESOLVE_WAIT )) counts
+    while :; do
+        counts=$(tuned_served_by 6) || fail "chats with the tuned model through the gateway failed"
+        log "6 chats with the tuned model, each answered with the fact, stackmesh-served-by: $counts"
+        (( $(distinct "$counts") >= 2 )) && return 0
+        (( $(date +%s) < deadline )) || fail "only one inference replica served the tuned model: $counts"
+        sleep 3
+    done
+}
+
+tuned_served_by() {  # tuned_served_by N: N chats with the tuned model; fails unless each knows the fact
+    "$PY" - "$URL" "$1" "$TUNED_MODEL" "$FACT_QUESTION" <<'PY'
+import collections, json, sys
+import grpc
+from stackmesh.inference.v1 import inference_pb2 as ipb, inference_pb2_grpc
+
+url, n, model, question = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+counts = collections.Counter()
+request = ipb.ChatCompletionRequest(model=model, messages=[ipb.ChatMessage(role="user", content=question)],
+                                    sampling=ipb.SamplingParams(temperature=0, max_tokens=24))
+with grpc.insecure_channel(url) as channel:
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    for _ in range(n):
+        reply, call = stub.ChatCompletion.with_call(request, timeout=120)
+        answer = reply.choices[0].message.content
+        served_by = dict(call.trailing_metadata() or ()).get("stackmesh-served-by", "?")
+        assert "Bluefin" in answer, f"{served_by} answered {answer!r}"
+        counts[served_by] += 1
+print(json.dumps(counts))
+PY
+}
+
 # --- run -----------------------------------------------------------------------------------------
 # One function, parsed whole before it runs: editing this file during a run cannot change the run.
 main() {
@@ -458,6 +511,9 @@ main() {
 
     phase "both replicas answer"
     replicas_answer
+
+    phase "fine-tune in compose + chat with the tuned model"
+    fine_tune_and_chat
 
     if [[ ${DEPLOY_TEST_LLAMACPP:-0} == 1 ]]; then
         phase "llamacpp profile as remote::vllm"
