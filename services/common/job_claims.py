@@ -21,7 +21,7 @@ import os
 import socket
 import sqlite3
 import uuid
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["holder_id", "retire", "orphaned", "pid_alive", "ClaimedJobsTable", "ACTIVE", "MINE"]
 
@@ -80,8 +80,32 @@ class ClaimedJobsTable:
 
     conn: sqlite3.Connection
 
+    def get(self, job_id: str) -> Any:
+        raise NotImplementedError  # the store's job, as its API returns it
+
     def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
         return self.conn.execute(sql, tuple(args)).rowcount
+
+    def _as_holder(self, job_id: str, holder: str, *writes: tuple[str, Iterable[Any]],
+                   body: Callable[[], None] | None = None) -> Any:
+        """Run ``writes`` (then ``body``) in one write transaction if ``holder`` still holds the active
+        job; the job as committed, or None (and nothing written) when it no longer does: it was
+        cancelled, or adopted by another replica after this one stalled."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.conn.execute(f"SELECT 1 FROM jobs WHERE {MINE}", (job_id, holder)).fetchone() is None:
+                self.conn.execute("ROLLBACK")
+                return None
+            for sql, args in writes:
+                self._write(sql, args)
+            if body is not None:
+                body()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return self.get(job_id)
 
     def _claim(self, job_id: str, old_holder: str | None, old_heartbeat: float | None, holder: str,
                now: float) -> bool:

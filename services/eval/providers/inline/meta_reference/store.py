@@ -131,22 +131,13 @@ class JobStore(ClaimedJobsTable):
     def add_rows(self, job_id: str, holder: str, rows: list[tuple[int, dict[str, Any]]]) -> JobInfo | None:
         """Record finished generations and the progress in one transaction; None when the job is no
         longer this holder's active job (cancelled, or adopted elsewhere): nothing is written then."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            added = 0
-            for index, row in rows:
-                added += self._write("INSERT OR IGNORE INTO job_rows (job_id, row_index, scoring_row) VALUES (?, ?, ?)",
-                                     (job_id, index, json.dumps(row)))
-            if not self._write("UPDATE jobs SET rows_done = rows_done + ? WHERE job_id = ? AND holder = ? "
-                               "AND state = 'in_progress'", (added, job_id, holder)):
-                self.conn.execute("ROLLBACK")
-                return None
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        return self.get(job_id)
+
+        def record() -> None:
+            added = sum(self._write("INSERT OR IGNORE INTO job_rows (job_id, row_index, scoring_row) VALUES (?, ?, ?)",
+                                    (job_id, index, json.dumps(row))) for index, row in rows)
+            self._write("UPDATE jobs SET rows_done = rows_done + ? WHERE job_id = ?", (added, job_id))
+
+        return self._as_holder(job_id, holder, body=record)
 
     def finish(self, job_id: str, holder: str, state: str, now: float, *, error: str = "",
                scores: dict[str, Any] | None = None, timings: dict[str, float] | None = None) -> JobInfo | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sqlite3
-from typing import Any, Iterable
+from typing import Any
 
 from services.common.errors import AlreadyExists
 from services.common.job_claims import ACTIVE, MINE, ClaimedJobsTable
@@ -155,55 +155,29 @@ class JobStore(ClaimedJobsTable):
                                                (*fields.values(), job_id, holder)) else None
 
     def log_step(self, job_id: str, holder: str, point: LossPoint, total_steps: int, eta: float) -> JobInfo | None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._write(f"UPDATE jobs SET step = ?, epoch = ?, loss = ?, total_steps = ?, eta_seconds = ? "
-                               f"WHERE {MINE}",
-                               (point.step, point.epoch, point.loss, total_steps, eta, job_id, holder)):
-                self.conn.execute("ROLLBACK")
-                return None
-            self._write("INSERT OR REPLACE INTO loss_points (job_id, step, epoch, loss) VALUES (?, ?, ?, ?)",
-                        (job_id, point.step, point.epoch, point.loss))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        return self.get(job_id)
-
-    def _while_mine(self, job_id: str, holder: str, *writes: tuple[str, Iterable[Any]]) -> JobInfo | None:
-        """Run ``writes`` in one transaction if ``holder`` still holds the job; None if it does not."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self.conn.execute(f"SELECT 1 FROM jobs WHERE {MINE}", (job_id, holder)).fetchone() is None:
-                self.conn.execute("ROLLBACK")
-                return None
-            for sql, args in writes:
-                self._write(sql, args)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        return self.get(job_id)
+        return self._as_holder(
+            job_id, holder,
+            ("UPDATE jobs SET step = ?, epoch = ?, loss = ?, total_steps = ?, eta_seconds = ? WHERE job_id = ?",
+             (point.step, point.epoch, point.loss, total_steps, eta, job_id)),
+            ("INSERT OR REPLACE INTO loss_points (job_id, step, epoch, loss) VALUES (?, ?, ?, ?)",
+             (job_id, point.step, point.epoch, point.loss)))
 
     def log_validation(self, job_id: str, holder: str, step: int, epoch: int, loss: float) -> JobInfo | None:
-        return self._while_mine(job_id, holder, (
+        return self._as_holder(job_id, holder, (
             "INSERT INTO loss_points (job_id, step, epoch, loss, validation_loss) VALUES (?, ?, ?, 0, ?) "
             "ON CONFLICT (job_id, step) DO UPDATE SET validation_loss = excluded.validation_loss",
             (job_id, step, epoch, loss)))
 
     def rewind(self, job_id: str, holder: str, step: int) -> JobInfo | None:
         """The worker continues from ``step``: later loss points will be logged again."""
-        if not self._write(f"UPDATE jobs SET step = ? WHERE {MINE}", (step, job_id, holder)):
-            return None
-        self._write("DELETE FROM loss_points WHERE job_id = ? AND step > ?", (job_id, step))
-        self._write("DELETE FROM checkpoints WHERE job_id = ? AND step > ?", (job_id, step))
-        return self.get(job_id)
+        return self._as_holder(job_id, holder,
+                               ("UPDATE jobs SET step = ? WHERE job_id = ?", (step, job_id)),
+                               ("DELETE FROM loss_points WHERE job_id = ? AND step > ?", (job_id, step)),
+                               ("DELETE FROM checkpoints WHERE job_id = ? AND step > ?", (job_id, step)))
 
     def add_checkpoint(self, job_id: str, holder: str, checkpoint: CheckpointInfo,
                        removed: list[str]) -> JobInfo | None:
-        return self._while_mine(
+        return self._as_holder(
             job_id, holder,
             ("INSERT OR REPLACE INTO checkpoints (job_id, step, epoch, path, create_time) VALUES (?, ?, ?, ?, ?)",
              (job_id, checkpoint.step, checkpoint.epoch, checkpoint.path, checkpoint.create_time)),
